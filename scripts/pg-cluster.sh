@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# A private, throwaway PostgreSQL cluster for tests, benchmarks and local runs:
+# its own data directory and port, password (SCRAM) authentication, nothing
+# shared with a system PostgreSQL.
+#
+#   scripts/pg-cluster.sh start    initialise (first time) and start; idempotent
+#   scripts/pg-cluster.sh stop     stop and delete the cluster
+#   scripts/pg-cluster.sh status   exit 0 when running
+#   scripts/pg-cluster.sh url      admin URL (postgres://postgres:...@127.0.0.1:PORT/postgres)
+#   scripts/pg-cluster.sh env      DB_* lines for running pizza-api against it
+#
+# Settings (environment):
+#   PIZZA_PG_DIR      where the cluster lives      (default /tmp/pizza-api-pg)
+#   PIZZA_PG_PORT     TCP port on 127.0.0.1        (default 55432)
+#   PIZZA_PG_DURABLE  1 keeps fsync on (benchmarks); default off, for fast tests
+#
+# PostgreSQL server binaries are looked up in PG_BIN, then PATH, then
+# /usr/lib/postgresql/<newest>/bin; when none exist and this runs as root on
+# Debian, the postgresql package is installed. initdb refuses to run as root,
+# so as root the cluster runs as the `postgres` user.
+set -euo pipefail
+
+DIR="${PIZZA_PG_DIR:-/tmp/pizza-api-pg}"
+PORT="${PIZZA_PG_PORT:-55432}"
+DATA="$DIR/data"
+PWFILE="$DIR/password"
+LOG="$DIR/server.log"
+
+say() { echo "pg-cluster: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+find_bin() {
+  local candidate
+  if [[ -n "${PG_BIN:-}" && -x "$PG_BIN/initdb" ]]; then echo "$PG_BIN"; return 0; fi
+  # Resolve symlinks: psql and pg_ctl live beside the real initdb.
+  if command -v initdb >/dev/null 2>&1; then dirname "$(readlink -f "$(command -v initdb)")"; return 0; fi
+  candidate=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [[ -n "$candidate" && -x "$candidate/initdb" ]]; then echo "$candidate"; return 0; fi
+  return 1
+}
+
+install_postgres() {
+  [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || return 1
+  say "no PostgreSQL server binaries found; installing Debian's postgresql package"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends postgresql >&2
+}
+
+# Runs a command as the cluster's owner.
+as_owner() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+is_running() {
+  [[ -f "$DATA/postmaster.pid" ]] || return 1
+  local bin; bin=$(find_bin) || return 1
+  as_owner "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+}
+
+url() {
+  [[ -f "$PWFILE" ]] || die "no cluster in $DIR (run: $0 start)"
+  # The password is generated as hex, so it needs no escaping in a URL.
+  echo "postgres://postgres:$(cat "$PWFILE")@127.0.0.1:$PORT/postgres"
+}
+
+start() {
+  local bin
+  bin=$(find_bin) || { install_postgres && bin=$(find_bin); } || die "PostgreSQL server binaries not found (set PG_BIN)"
+  if is_running; then
+    say "already running on 127.0.0.1:$PORT ($DIR)"
+    return 0
+  fi
+  mkdir -p "$DIR"
+  chmod 755 "$DIR"
+  if [[ ! -f "$DATA/PG_VERSION" ]]; then
+    rm -rf "$DATA"
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$PWFILE"
+    if [[ $(id -u) -eq 0 ]]; then
+      chown postgres "$DIR" "$PWFILE"
+    fi
+    chmod 600 "$PWFILE"
+    say "initialising a cluster in $DATA"
+    as_owner "$bin/initdb" -D "$DATA" -U postgres --pwfile="$PWFILE" -A scram-sha-256 \
+      -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
+    if [[ $(id -u) -eq 0 ]]; then chown root "$PWFILE"; fi
+  fi
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [[ "${PIZZA_PG_DURABLE:-0}" == 1 ]] && durability="-c fsync=on -c synchronous_commit=on"
+  touch "$LOG"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$LOG"; fi
+  as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
+    -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR -c max_connections=300 $durability" \
+    start >/dev/null || { tail -n 30 "$LOG" >&2; die "the server did not start"; }
+  say "running on 127.0.0.1:$PORT ($DIR)"
+}
+
+stop() {
+  if [[ -d "$DATA" ]]; then
+    local bin
+    if bin=$(find_bin) && [[ -f "$DATA/postmaster.pid" ]]; then
+      as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+  fi
+  rm -rf "$DIR"
+  say "stopped and removed $DIR"
+}
+
+env_lines() {
+  local password; password=$(cat "$PWFILE")
+  cat <<EOF
+DB_DRIVER=postgres
+DB_HOST=127.0.0.1
+DB_PORT=$PORT
+DB_USER=postgres
+DB_PASSWORD=$password
+DB_NAME=pizza_api
+EOF
+}
+
+# Creates a database unless it exists (used for DB_NAME=pizza_api).
+ensure_database() {
+  local name="$1" bin
+  bin=$(find_bin)
+  PGPASSWORD=$(cat "$PWFILE") "$bin/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
+    PGPASSWORD=$(cat "$PWFILE") "$bin/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
+      -c "CREATE DATABASE \"$name\"" >/dev/null
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) is_running ;;
+  url) url ;;
+  env) env_lines ;;
+  createdb) ensure_database "${2:?database name}" ;;
+  *) echo "usage: $0 start|stop|status|url|env|createdb NAME" >&2; exit 2 ;;
+esac

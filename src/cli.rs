@@ -1,0 +1,99 @@
+//! The command line: what `main` runs, and the one place where a fatal error
+//! is reported and the exit code chosen.
+
+use std::process::ExitCode;
+
+use log::LevelFilter;
+
+use crate::app::Application;
+use crate::config::Config;
+
+const USAGE: &str = "\
+pizza-api — a REST service for pizzas with OAuth2 client-credentials tokens
+
+Usage: pizza-api [COMMAND]
+
+Commands:
+  serve        run the service (the default)
+
+Options:
+  -h, --help       print this help
+  -V, --version    print the version
+
+Configuration comes from environment variables (and a .env file in the
+working directory); see README.md for the full table.
+";
+
+/// Exit code for a configuration or usage error.
+const EXIT_USAGE: u8 = 2;
+
+/// Runs the command given by `args` (without the program name).
+pub fn main(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        None | Some("serve") if args.len() <= 1 => serve(),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("-V" | "--version") => {
+            println!("pizza-api {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("pizza-api: unknown arguments: {}\n\n{USAGE}", args.join(" "));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    if let Err(message) = load_dotenv() {
+        eprintln!("pizza-api: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("pizza-api: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(config.log_level);
+    log::info!("configuration: {}", config.summary());
+
+    match Application::build(config).and_then(Application::run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads `.env` from the working directory into the environment; variables
+/// already set win. Parse errors never quote the line: it may hold a secret.
+fn load_dotenv() -> Result<(), String> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(err) if err.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(_, _)) => Err("invalid .env file: a line cannot be parsed".into()),
+        Err(err) => Err(format!("cannot read .env file: {err}")),
+    }
+}
+
+/// Logs to standard error with UTC timestamps. Other crates log at most at
+/// `info`: at `debug` some print query parameters, which may be credentials.
+fn init_logging(level: LevelFilter) {
+    let logger = simple_logger::SimpleLogger::new()
+        .with_utc_timestamps()
+        .with_level(level.min(LevelFilter::Info))
+        .with_module_level("pizza_api", level)
+        // The PostgreSQL driver logs server notices ("already exists, skipping") at info.
+        .with_module_level("postgres", level.min(LevelFilter::Warn))
+        // tiny_http logs accept errors we report ourselves (and every stop).
+        .with_module_level("tiny_http", LevelFilter::Off);
+    if let Err(err) = logger.init() {
+        eprintln!("pizza-api: cannot start logging: {err}");
+    }
+    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+}

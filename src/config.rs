@@ -1,0 +1,460 @@
+//! Configuration: every setting comes from the environment (a `.env` file in the
+//! working directory is loaded into the environment first, see `main`).
+//!
+//! Parsing is strict: a value that does not parse stops start-up with one line
+//! naming the variable, because a typo silently replaced by a default (say
+//! `APP_ENV=prod` running with development seed data) is worse than not starting.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+/// A value that must never be shown: `Debug` and `Display` print `[REDACTED]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the few places that must use it (hashing, signing,
+    /// connecting). Never pass the result to a log macro or an error message.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// `APP_ENV`: what kind of deployment this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    /// Local work: development seed data, a random JWT key when none is set.
+    Development,
+    /// Production: no seed data unless asked for, `JWT_SECRET` required.
+    Production,
+}
+
+/// Where the data lives (`DB_DRIVER` and the settings of that driver).
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// An SQLite file (`DB_PATH`).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL server.
+    Postgres(PostgresConfig),
+}
+
+impl DatabaseConfig {
+    /// The driver name reported by `/health`: `postgresql` is normalised to `postgres`.
+    pub fn driver_name(&self) -> &'static str {
+        match self {
+            DatabaseConfig::Sqlite { .. } => "sqlite",
+            DatabaseConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// PostgreSQL connection settings (`DB_HOST`, `DB_PORT`, ...).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub name: String,
+    pub sslmode: SslMode,
+}
+
+/// `DB_SSLMODE`, with libpq's meaning for the modes this build supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, plain otherwise.
+    Prefer,
+    /// TLS or no connection.
+    Require,
+}
+
+impl SslMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+        }
+    }
+}
+
+/// Connection pool settings, shared by both drivers.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// `MAX_OPEN_CONNS`: the most connections open at once.
+    pub max_open: u32,
+    /// `MAX_IDLE_CONNS`: connections kept open while idle.
+    pub max_idle: u32,
+    /// `CONN_MAX_LIFETIME`: a connection older than this is closed and replaced;
+    /// `None` (`0`) keeps connections for ever.
+    pub max_lifetime: Option<Duration>,
+    /// `DB_ACQUIRE_TIMEOUT`: how long a request waits for a free connection
+    /// before it is answered 503.
+    pub acquire_timeout: Duration,
+    /// `DB_RETRY_BASE_DELAY_MS`: the first pause between connection attempts at
+    /// start-up; later pauses double it (1, 2, 4, 8 s by default).
+    pub retry_base_delay: Duration,
+}
+
+/// The whole effective configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub host: String,
+    pub port: u16,
+    pub log_level: LevelFilter,
+    /// `JWT_SECRET`; `None` means a random key per process (development only).
+    pub jwt_secret: Option<Secret>,
+    /// `JWT_EXPIRATION`, seconds.
+    pub jwt_expiration: u64,
+    pub database: DatabaseConfig,
+    pub pool: PoolConfig,
+    pub bootstrap_client_id: String,
+    pub bootstrap_client_secret: Option<Secret>,
+    pub bcrypt_cost: u32,
+    /// `SEED_DEV_DATA`: `None` means "the default for `APP_ENV`".
+    pub seed_dev_data: Option<bool>,
+    /// `WORKERS`: HTTP worker threads.
+    pub workers: usize,
+}
+
+/// A configuration value that cannot be used; `Display` is the one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it (never the value of a secret).
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.variable, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The shortest JWT key accepted in production: HS512 wants a key of at least
+/// the hash's block-derived strength; 32 bytes (256 bits) is the floor we enforce.
+pub const MIN_PRODUCTION_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment in production,
+    /// a map in unit tests). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env { lookup: &|name| lookup(name).filter(|v| !v.is_empty()) };
+
+        let app_env = match env.text("APP_ENV", "development").to_ascii_lowercase().as_str() {
+            "development" | "dev" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => return Err(invalid("APP_ENV", format!("{other:?} is not one of development, production"))),
+        };
+        let log_level = match env.text("LOG_LEVEL", "info").to_ascii_lowercase().as_str() {
+            "error" => LevelFilter::Error,
+            "warn" | "warning" => LevelFilter::Warn,
+            "info" => LevelFilter::Info,
+            "debug" => LevelFilter::Debug,
+            "trace" => LevelFilter::Trace,
+            other => {
+                return Err(invalid("LOG_LEVEL", format!("{other:?} is not one of error, warn, info, debug, trace")));
+            }
+        };
+
+        let jwt_secret = env.secret("JWT_SECRET");
+        if app_env == AppEnv::Production {
+            match &jwt_secret {
+                None => return Err(invalid("JWT_SECRET", "is required when APP_ENV=production".into())),
+                Some(s) if s.expose().len() < MIN_PRODUCTION_JWT_SECRET_BYTES => {
+                    return Err(invalid(
+                        "JWT_SECRET",
+                        format!("must be at least {MIN_PRODUCTION_JWT_SECRET_BYTES} bytes when APP_ENV=production"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+
+        let database = match env.text("DB_DRIVER", "sqlite").to_ascii_lowercase().as_str() {
+            "sqlite" | "sqlite3" => DatabaseConfig::Sqlite { path: PathBuf::from(env.text("DB_PATH", "test.sqlite")) },
+            "postgres" | "postgresql" => DatabaseConfig::Postgres(PostgresConfig {
+                host: env.text("DB_HOST", "localhost"),
+                port: env.number("DB_PORT", 5432, 1, u16::MAX as u64)? as u16,
+                user: env.text("DB_USER", "postgres"),
+                password: env
+                    .secret("DB_PASSWORD")
+                    .ok_or_else(|| invalid("DB_PASSWORD", "is required when DB_DRIVER is postgres".into()))?,
+                name: env.text("DB_NAME", "pizza_api"),
+                sslmode: match env.text("DB_SSLMODE", "disable").to_ascii_lowercase().as_str() {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    other => {
+                        return Err(invalid("DB_SSLMODE", format!("{other:?} is not one of disable, prefer, require")));
+                    }
+                },
+            }),
+            other => {
+                return Err(invalid("DB_DRIVER", format!("{other:?} is not one of sqlite, postgres, postgresql")));
+            }
+        };
+
+        let max_open = env.number("MAX_OPEN_CONNS", 25, 1, 10_000)? as u32;
+        let max_idle = env.number("MAX_IDLE_CONNS", 5, 0, 10_000)? as u32;
+        if max_idle > max_open {
+            return Err(invalid("MAX_IDLE_CONNS", format!("({max_idle}) must not exceed MAX_OPEN_CONNS ({max_open})")));
+        }
+        let lifetime = env.number("CONN_MAX_LIFETIME", 300, 0, 31_536_000)?;
+        let pool = PoolConfig {
+            max_open,
+            max_idle,
+            max_lifetime: (lifetime > 0).then(|| Duration::from_secs(lifetime)),
+            acquire_timeout: Duration::from_millis(env.number("DB_ACQUIRE_TIMEOUT_MS", 5000, 1, 600_000)?),
+            retry_base_delay: Duration::from_millis(env.number("DB_RETRY_BASE_DELAY_MS", 1000, 0, 600_000)?),
+        };
+
+        let bootstrap_client_id = env.text("BOOTSTRAP_CLIENT_ID", "admin-client");
+        if bootstrap_client_id.len() > 255 || bootstrap_client_id.chars().any(char::is_control) {
+            return Err(invalid("BOOTSTRAP_CLIENT_ID", "must be at most 255 printable characters".into()));
+        }
+
+        Ok(Config {
+            app_env,
+            host: env.text("APP_HOST", "localhost"),
+            port: env.number("APP_PORT", 8080, 0, u16::MAX as u64)? as u16,
+            log_level,
+            jwt_secret,
+            jwt_expiration: env.number("JWT_EXPIRATION", 3600, 1, 31_536_000)?,
+            database,
+            pool,
+            bootstrap_client_id,
+            bootstrap_client_secret: env.secret("BOOTSTRAP_CLIENT_SECRET"),
+            bcrypt_cost: env.number("BCRYPT_COST", 10, 4, 31)? as u32,
+            seed_dev_data: env.boolean("SEED_DEV_DATA")?,
+            workers: env.number("WORKERS", default_workers() as u64, 1, 1024)? as usize,
+        })
+    }
+
+    /// Whether the development seed runs for this configuration.
+    pub fn seed_enabled(&self) -> bool {
+        self.seed_dev_data.unwrap_or(self.app_env == AppEnv::Development)
+    }
+
+    /// One line describing the effective configuration, secrets masked, for the start-up log.
+    pub fn summary(&self) -> String {
+        let masked = |s: &Option<Secret>| if s.is_some() { "[REDACTED]" } else { "(unset)" };
+        let database = match &self.database {
+            DatabaseConfig::Sqlite { path } => format!("DB_DRIVER=sqlite DB_PATH={}", path.display()),
+            DatabaseConfig::Postgres(pg) => format!(
+                "DB_DRIVER=postgres DB_HOST={} DB_PORT={} DB_USER={} DB_PASSWORD={} DB_NAME={} DB_SSLMODE={}",
+                pg.host,
+                pg.port,
+                pg.user,
+                pg.password,
+                pg.name,
+                pg.sslmode.as_str()
+            ),
+        };
+        format!(
+            "APP_ENV={} APP_HOST={} APP_PORT={} LOG_LEVEL={} WORKERS={} {} MAX_OPEN_CONNS={} MAX_IDLE_CONNS={} \
+             CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
+             BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={}",
+            match self.app_env {
+                AppEnv::Development => "development",
+                AppEnv::Production => "production",
+            },
+            self.host,
+            self.port,
+            self.log_level.as_str().to_ascii_lowercase(),
+            self.workers,
+            database,
+            self.pool.max_open,
+            self.pool.max_idle,
+            self.pool.max_lifetime.map_or(0, |d| d.as_secs()),
+            self.pool.acquire_timeout.as_millis(),
+            masked(&self.jwt_secret),
+            self.jwt_expiration,
+            self.bootstrap_client_id,
+            masked(&self.bootstrap_client_secret),
+            self.bcrypt_cost,
+            self.seed_enabled(),
+        )
+    }
+}
+
+/// Four workers per core: a worker spends much of a request waiting on the
+/// database, so a few more threads than cores keep the cores busy.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
+
+fn invalid(variable: &'static str, reason: String) -> ConfigError {
+    ConfigError { variable, reason }
+}
+
+/// Typed access to environment variables with defaults.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn text(&self, name: &str, default: &str) -> String {
+        (self.lookup)(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        (self.lookup)(name).map(Secret::new)
+    }
+
+    fn number(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some(raw) = (self.lookup)(name) else { return Ok(default) };
+        match raw.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(name, format!("{raw:?} is not a whole number from {min} to {max}"))),
+        }
+    }
+
+    fn boolean(&self, name: &'static str) -> Result<Option<bool>, ConfigError> {
+        let Some(raw) = (self.lookup)(name) else { return Ok(None) };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(invalid(name, format!("{raw:?} is not true or false"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.app_env, AppEnv::Development);
+        assert_eq!((config.host.as_str(), config.port), ("localhost", 8080));
+        assert_eq!(config.log_level, LevelFilter::Info);
+        assert_eq!(config.jwt_expiration, 3600);
+        assert!(matches!(&config.database, DatabaseConfig::Sqlite { path } if path == &PathBuf::from("test.sqlite")));
+        assert_eq!((config.pool.max_open, config.pool.max_idle), (25, 5));
+        assert_eq!(config.pool.max_lifetime, Some(Duration::from_secs(300)));
+        assert_eq!(config.pool.retry_base_delay, Duration::from_secs(1));
+        assert_eq!(config.bootstrap_client_id, "admin-client");
+        assert_eq!(config.bcrypt_cost, 10);
+        assert!(config.seed_enabled());
+    }
+
+    #[test]
+    fn postgres_defaults_match_the_contract() {
+        let config = parse(&[("DB_DRIVER", "postgresql"), ("DB_PASSWORD", "pw")]).unwrap();
+        let DatabaseConfig::Postgres(pg) = &config.database else { panic!("expected postgres") };
+        assert_eq!((pg.host.as_str(), pg.port, pg.user.as_str()), ("localhost", 5432, "postgres"));
+        assert_eq!((pg.name.as_str(), pg.sslmode), ("pizza_api", SslMode::Disable));
+        assert_eq!(config.database.driver_name(), "postgres");
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_rejected() {
+        let err = parse(&[("APP_PORT", "abc")]).unwrap_err();
+        assert_eq!(err.variable, "APP_PORT");
+        assert!(err.to_string().contains("APP_PORT"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_driver_is_rejected() {
+        assert_eq!(parse(&[("DB_DRIVER", "mysql")]).unwrap_err().variable, "DB_DRIVER");
+    }
+
+    #[test]
+    fn a_pool_of_zero_connections_is_rejected() {
+        assert_eq!(parse(&[("MAX_OPEN_CONNS", "0")]).unwrap_err().variable, "MAX_OPEN_CONNS");
+    }
+
+    #[test]
+    fn more_idle_than_open_connections_is_rejected() {
+        let err = parse(&[("MAX_OPEN_CONNS", "2"), ("MAX_IDLE_CONNS", "3")]).unwrap_err();
+        assert_eq!(err.variable, "MAX_IDLE_CONNS");
+    }
+
+    #[test]
+    fn postgres_without_a_password_is_rejected() {
+        assert_eq!(parse(&[("DB_DRIVER", "postgres")]).unwrap_err().variable, "DB_PASSWORD");
+    }
+
+    #[test]
+    fn production_requires_a_long_jwt_secret() {
+        assert_eq!(parse(&[("APP_ENV", "production")]).unwrap_err().variable, "JWT_SECRET");
+        let short = parse(&[("APP_ENV", "production"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(short.variable, "JWT_SECRET");
+        assert!(!short.to_string().contains("short"), "the secret leaked into {short}");
+        let long = "x".repeat(MIN_PRODUCTION_JWT_SECRET_BYTES);
+        let config = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long)]).unwrap();
+        assert!(!config.seed_enabled());
+    }
+
+    #[test]
+    fn production_seeds_only_when_asked() {
+        let long = "x".repeat(MIN_PRODUCTION_JWT_SECRET_BYTES);
+        let config = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long), ("SEED_DEV_DATA", "true")]).unwrap();
+        assert!(config.seed_enabled());
+    }
+
+    #[test]
+    fn an_unknown_app_env_is_rejected() {
+        assert_eq!(parse(&[("APP_ENV", "staging")]).unwrap_err().variable, "APP_ENV");
+    }
+
+    #[test]
+    fn the_summary_masks_every_secret() {
+        let config = parse(&[
+            ("DB_DRIVER", "postgres"),
+            ("DB_PASSWORD", "pg-password-value"),
+            ("JWT_SECRET", "jwt-secret-value"),
+            ("BOOTSTRAP_CLIENT_SECRET", "bootstrap-secret-value"),
+        ])
+        .unwrap();
+        let summary = format!("{} {:?}", config.summary(), config);
+        for secret in ["pg-password-value", "jwt-secret-value", "bootstrap-secret-value"] {
+            assert!(!summary.contains(secret), "{secret} leaked into {summary}");
+        }
+        assert!(summary.contains("DB_PASSWORD=[REDACTED]"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        assert_eq!(parse(&[("APP_PORT", "")]).unwrap().port, 8080);
+    }
+}

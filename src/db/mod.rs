@@ -1,0 +1,317 @@
+//! The database layer: [`Db`] has one variant per driver, each holding an r2d2
+//! pool. Repository functions (in the resource modules) match on it once and
+//! run the statement written for that dialect.
+
+pub mod migrate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use postgres::NoTls;
+use r2d2::ManageConnection;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_sqlite::SqliteConnectionManager;
+
+use crate::config::{DatabaseConfig, PoolConfig, PostgresConfig, SslMode};
+
+/// A pool of SQLite connections.
+pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
+/// A pool of PostgreSQL connections.
+pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// How many times start-up tries to reach the database before giving up.
+pub const CONNECT_ATTEMPTS: u32 = 5;
+
+/// How long SQLite waits for another connection's write lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening one PostgreSQL connection may take.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections above `MAX_IDLE_CONNS` are closed after being idle this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The database, whichever driver runs it.
+pub enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PgPool),
+}
+
+/// An SQLite database file and its pool.
+pub struct SqliteDb {
+    pub pool: SqlitePool,
+    path: PathBuf,
+    /// The file the pool opened: if `DB_PATH` stops naming it (deleted or
+    /// replaced), writes would go to a file nobody will open again.
+    file_id: Option<FileId>,
+}
+
+/// A database failure, sorted by what the client should be told.
+#[derive(Debug)]
+pub enum DbError {
+    /// The database did not answer or no connection was free in time (503).
+    Unavailable(String),
+    /// A statement failed for another reason (500).
+    Query(String),
+    /// The database's schema does not fit this build (start-up only).
+    Schema(String),
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Unavailable(cause) => write!(f, "database unavailable: {cause}"),
+            DbError::Query(cause) => write!(f, "database error: {cause}"),
+            DbError::Schema(cause) => write!(f, "schema error: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<r2d2::Error> for DbError {
+    fn from(err: r2d2::Error) -> DbError {
+        DbError::Unavailable(format!("no database connection within the wait limit: {err}"))
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> DbError {
+        use rusqlite::ErrorCode::*;
+        match err.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull | ReadOnly | NotADatabase) => {
+                DbError::Unavailable(err.to_string())
+            }
+            _ => DbError::Query(err.to_string()),
+        }
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(err: postgres::Error) -> DbError {
+        if pg_error_means_unavailable(&err) {
+            DbError::Unavailable(describe(&err))
+        } else {
+            DbError::Query(describe(&err))
+        }
+    }
+}
+
+/// An error and its chain of causes on one line ("error connecting to server:
+/// Connection refused (os error 111)"): the driver's top-level text alone
+/// rarely says what went wrong.
+pub fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a PostgreSQL error says "the server is not there" rather than
+/// "this statement is wrong": a lost connection, a server shutting down or
+/// starting, too many connections, or a read-only standby after a failover.
+fn pg_error_means_unavailable(err: &postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(state) => {
+            let code = state.code();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "25006"
+        }
+        // No SQLSTATE: an I/O error or a timeout on the way to the server.
+        None => true,
+    }
+}
+
+impl Db {
+    /// Opens the database, trying [`CONNECT_ATTEMPTS`] times with doubling
+    /// pauses (1, 2, 4, 8 s by default) and logging each failed attempt.
+    pub fn connect(config: &DatabaseConfig, pool: &PoolConfig) -> Result<Db, DbError> {
+        if let DatabaseConfig::Sqlite { path } = config {
+            check_sqlite_directory(path)?;
+        }
+        let mut delay = pool.retry_base_delay;
+        let mut attempt = 1;
+        loop {
+            log::info!("connecting to the {} database (attempt {attempt}/{CONNECT_ATTEMPTS})", config.driver_name());
+            let result = match config {
+                DatabaseConfig::Sqlite { path } => open_sqlite(path, pool).map(Db::Sqlite),
+                DatabaseConfig::Postgres(pg) => open_postgres(pg, pool).map(Db::Postgres),
+            };
+            match result {
+                Ok(db) => return Ok(db),
+                Err(cause) if attempt == CONNECT_ATTEMPTS => {
+                    return Err(DbError::Unavailable(format!(
+                        "Failed to connect to database after {CONNECT_ATTEMPTS} attempts: {cause}"
+                    )));
+                }
+                Err(cause) => {
+                    log::warn!(
+                        "database connection attempt {attempt}/{CONNECT_ATTEMPTS} failed: {cause}; retrying in {delay:?}"
+                    );
+                    thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn driver_name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that the database answers a query, waiting at most `wait` for a
+    /// connection. On PostgreSQL a connection found dead (the server restarted)
+    /// is dropped and the check tried again on a fresh one, so one stale
+    /// connection does not make a healthy server look down.
+    pub fn ping(&self, wait: Duration) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(sqlite) => {
+                sqlite.check_file()?;
+                let conn = sqlite.pool.get_timeout(wait)?;
+                conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
+                Ok(())
+            }
+            Db::Postgres(pool) => {
+                // Every idle connection may be dead after a server restart;
+                // each fails at once, so trying them all is cheap.
+                let mut last = None;
+                for _ in 0..=pool.max_size() {
+                    let mut conn = pool.get_timeout(wait)?;
+                    match conn.simple_query("SELECT 1") {
+                        Ok(_) => return Ok(()),
+                        Err(err) if conn.is_closed() => last = Some(err),
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                Err(last.map_or_else(|| DbError::Unavailable("connection lost".into()), DbError::from))
+            }
+        }
+    }
+}
+
+impl SqliteDb {
+    /// Fails when `DB_PATH` no longer names the file the pool opened.
+    pub fn check_file(&self) -> Result<(), DbError> {
+        let now = FileId::of(&self.path);
+        if now.is_some() && now == self.file_id {
+            return Ok(());
+        }
+        Err(DbError::Unavailable(format!(
+            "the SQLite file {} was deleted or replaced while the service was running",
+            self.path.display()
+        )))
+    }
+}
+
+/// Refuses a `DB_PATH` whose directory is missing or not writable (SQLite must
+/// create its `-wal` and `-shm` files beside the database): no retry helps there.
+fn check_sqlite_directory(path: &Path) -> Result<(), DbError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(DbError::Unavailable(format!(
+            "cannot open SQLite database {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".pizza-api-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) => Err(DbError::Unavailable(format!(
+            "cannot open SQLite database {}: directory {} is not writable: {err}",
+            path.display(),
+            dir.display()
+        ))),
+    }
+}
+
+fn open_sqlite(path: &Path, settings: &PoolConfig) -> Result<SqliteDb, String> {
+    let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // FULL: a commit is on disk before the client hears it succeeded.
+        conn.pragma_update(None, "synchronous", "FULL")
+    });
+    let first =
+        manager.connect().map_err(|e| format!("cannot open SQLite database {}: {}", path.display(), describe(&e)))?;
+    let mode: String = first
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| format!("cannot enable WAL on {}: {e}", path.display()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("SQLite kept journal mode {mode:?} for {}: readers may wait for writers", path.display());
+    }
+    drop(first);
+    Ok(SqliteDb { pool: build_pool(manager, settings), path: path.to_owned(), file_id: FileId::of(path) })
+}
+
+fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig) -> Result<PgPool, String> {
+    let mut config = postgres::Config::new();
+    config
+        .host(&settings.host)
+        .port(settings.port)
+        .user(&settings.user)
+        .password(settings.password.expose())
+        .dbname(&settings.name)
+        .connect_timeout(PG_CONNECT_TIMEOUT)
+        .application_name("pizza-api")
+        .ssl_mode(match settings.sslmode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require => postgres::config::SslMode::Require,
+        });
+    let manager = PostgresConnectionManager::new(config, NoTls);
+    let mut first = manager.connect().map_err(|e| describe(&e))?;
+    first.simple_query("SELECT 1").map_err(|e| describe(&e))?;
+    drop(first);
+    Ok(build_pool(manager, pool))
+}
+
+fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig) -> r2d2::Pool<M> {
+    r2d2::Pool::builder()
+        .max_size(settings.max_open)
+        .min_idle(Some(settings.max_idle))
+        .max_lifetime(settings.max_lifetime)
+        .idle_timeout(Some(IDLE_TIMEOUT))
+        .connection_timeout(settings.acquire_timeout)
+        // A dead connection is found by the statement that uses it (and then
+        // dropped by the pool) instead of by an extra round trip per checkout.
+        .test_on_check_out(false)
+        .build_unchecked(manager)
+}
+
+/// Identity of a file (device and inode), to notice it being replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| FileId(m.dev(), m.ino()))
+    }
+
+    #[cfg(not(unix))]
+    fn of(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|_| FileId(0, 0))
+    }
+}

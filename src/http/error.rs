@@ -1,0 +1,89 @@
+//! `ApiError`: every way a request can fail, and the one place where a failure
+//! becomes a status code and a JSON body.
+
+use std::fmt;
+
+use serde_json::json;
+
+use super::Response;
+use crate::db::DbError;
+
+/// A failed request. Handlers return `Result<Response, ApiError>` and use `?`;
+/// only [`ApiError::into_response`] turns the error into what the client sees.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 404 `{"error": <text>}`.
+    NotFound(&'static str),
+    /// 405 `{"error":"Method not allowed"}` with `Allow: <methods>`.
+    MethodNotAllowed { allow: &'static str },
+    /// 413: the request body is over the limit.
+    PayloadTooLarge { limit: usize },
+    /// 400 `{"error":"Invalid request body","details":<text>}`: not JSON, a field
+    /// of the wrong type, or no body at all.
+    InvalidBody(String),
+    /// 400 `{"error":<text>,"field":<field>}`: a value that fails validation.
+    InvalidField { field: &'static str, message: String },
+    /// 400 `{"error":<text>}`: a bad path or query parameter.
+    BadRequest(String),
+    /// 503 `{"error":"Service unavailable", ...}`: the database did not answer
+    /// or no connection was free in time. The cause is logged, not sent.
+    Unavailable(String),
+    /// 500 `{"error":"Internal server error"}`. The cause is logged, not sent.
+    Internal(String),
+}
+
+impl ApiError {
+    /// The response the client gets. 5xx causes are logged here, once.
+    pub fn into_response(self) -> Response {
+        match self {
+            ApiError::NotFound(text) => Response::json(404, &json!({ "error": text })),
+            ApiError::MethodNotAllowed { allow } => {
+                Response::json(405, &json!({ "error": "Method not allowed", "allow": allow }))
+                    .with_header("Allow", allow)
+            }
+            ApiError::PayloadTooLarge { limit } => Response::json(
+                413,
+                &json!({ "error": "Request body too large", "details": format!("the limit is {limit} bytes") }),
+            ),
+            ApiError::InvalidBody(details) => {
+                Response::json(400, &json!({ "error": "Invalid request body", "details": details }))
+            }
+            ApiError::InvalidField { field, message } => {
+                Response::json(400, &json!({ "error": message, "field": field }))
+            }
+            ApiError::BadRequest(text) => Response::json(400, &json!({ "error": text })),
+            ApiError::Unavailable(cause) => {
+                log::warn!("answering 503: {cause}");
+                Response::json(
+                    503,
+                    &json!({ "error": "Service unavailable", "details": "the database is not answering; retry shortly" }),
+                )
+                .with_header("Retry-After", "1")
+            }
+            ApiError::Internal(cause) => {
+                log::error!("internal error: {cause}");
+                internal_error()
+            }
+        }
+    }
+}
+
+/// The body of every 500: nothing about the cause leaves the server.
+pub fn internal_error() -> Response {
+    Response::json(500, &json!({ "error": "Internal server error" }))
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> ApiError {
+        match err {
+            DbError::Unavailable(cause) => ApiError::Unavailable(cause),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

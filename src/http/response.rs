@@ -1,0 +1,81 @@
+//! The response a handler returns, and its conversion to bytes on the wire.
+
+use std::io::Cursor;
+
+use serde::Serialize;
+
+/// An HTTP response: status, extra headers and a complete body.
+///
+/// The body is always complete before sending, so every response carries
+/// `Content-Length` and is never chunked.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    content_type: Option<&'static str>,
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+
+impl Response {
+    /// A JSON response with `value` serialized as the body.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        // Serializing our own plain data types cannot fail (no maps with
+        // non-string keys, no failing `Serialize` impls).
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Response::json_bytes(status, body)
+    }
+
+    /// A JSON response from bytes that already hold JSON.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+        Response { status, headers: Vec::new(), body, content_type: Some(JSON) }
+    }
+
+    /// A response with another content type (for example Prometheus text).
+    pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, headers: Vec::new(), body: body.into(), content_type: Some(content_type) }
+    }
+
+    /// `204 No Content`.
+    pub fn no_content() -> Response {
+        Response { status: 204, headers: Vec::new(), body: Vec::new(), content_type: None }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The value of a header this response sets, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        if name.eq_ignore_ascii_case("content-type") {
+            return self.content_type;
+        }
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Converts into tiny_http's type. Headers with bytes HTTP does not allow
+    /// are dropped (and logged) rather than sent broken.
+    pub fn into_tiny(self) -> tiny_http::Response<Cursor<Vec<u8>>> {
+        let length = self.body.len();
+        let mut response = tiny_http::Response::new(
+            tiny_http::StatusCode(self.status),
+            Vec::with_capacity(self.headers.len() + 1),
+            Cursor::new(self.body),
+            Some(length),
+            None,
+        )
+        // Never chunked: some clients reject a body without a length.
+        .with_chunked_threshold(usize::MAX);
+        let content_type = self.content_type.map(|v| ("Content-Type", v.to_owned()));
+        for (name, value) in content_type.into_iter().chain(self.headers) {
+            match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                Ok(header) => response.add_header(header),
+                Err(()) => log::error!("dropped response header {name}: value is not valid in HTTP"),
+            }
+        }
+        response
+    }
+}

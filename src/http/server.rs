@@ -1,0 +1,223 @@
+//! The HTTP server: a blocking tiny_http listener feeding a fixed pool of
+//! worker threads. Each worker takes one request at a time, routes it, and
+//! writes the answer; a panic in a handler becomes a 500 and the worker lives on.
+//!
+//! Stopping: [`StopHandle::stop`] closes the listening socket (no new
+//! connections), the workers finish what was already accepted and exit once
+//! the queue stays empty, and [`HttpServer::wait`] returns when they are done
+//! or the drain deadline passes.
+
+use std::any::Any;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use super::error::internal_error;
+use super::{ApiError, Response, request, router};
+use crate::app::AppState;
+
+/// How often an idle worker checks whether the server is stopping.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Connections waiting to be accepted before the kernel refuses more.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Why the server stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// A signal or the application asked it to stop.
+    Requested(String),
+    /// The listening socket failed; nothing more can be accepted.
+    ListenerFailed(String),
+}
+
+/// A running server.
+pub struct HttpServer {
+    addr: SocketAddr,
+    workers: Vec<JoinHandle<()>>,
+    stop: StopHandle,
+    stopped: Receiver<StopReason>,
+}
+
+/// Asks a running server to stop; cheap to clone and send to other threads.
+#[derive(Clone)]
+pub struct StopHandle {
+    stopping: Arc<AtomicBool>,
+    listener: Arc<Mutex<Option<Socket>>>,
+    notify: Sender<StopReason>,
+}
+
+impl StopHandle {
+    /// Stops accepting connections and lets the workers drain. Only the first
+    /// call has an effect.
+    pub fn stop(&self, reason: StopReason) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Shutting the listening socket down wakes tiny_http's accept loop,
+        // which then ends; connecting clients are refused from here on.
+        if let Some(socket) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = self.notify.send(reason);
+    }
+
+    /// Whether [`StopHandle::stop`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds the listening socket for `host:port` (port 0 picks a free port).
+pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match bind_one(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+impl HttpServer {
+    /// Starts `workers` threads serving requests from `listener`.
+    pub fn start(listener: TcpListener, state: Arc<AppState>, workers: usize) -> io::Result<HttpServer> {
+        let addr = listener.local_addr()?;
+        let control = Socket::from(listener.try_clone()?);
+        let server = Arc::new(tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?);
+        let (notify, stopped) = mpsc::channel();
+        let stop = StopHandle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            listener: Arc::new(Mutex::new(Some(control))),
+            notify,
+        };
+        let workers = (0..workers)
+            .map(|i| {
+                let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), stop.clone());
+                thread::Builder::new().name(format!("http-worker-{i}")).spawn(move || worker(&server, &state, &stop))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(HttpServer { addr, workers, stop, stopped })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops this server.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Blocks until the server is asked to stop, then waits up to `drain` for
+    /// the workers to finish the requests already accepted. Returns why it
+    /// stopped and whether every worker finished in time.
+    pub fn wait(self, drain: Duration) -> (StopReason, bool) {
+        let reason =
+            self.stopped.recv().unwrap_or_else(|_| StopReason::Requested("every stop handle was dropped".into()));
+        log::info!("stopping: {reason:?}; finishing requests already accepted (at most {}s)", drain.as_secs());
+        let deadline = Instant::now() + drain;
+        while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let drained = self.workers.iter().all(|w| w.is_finished());
+        if drained {
+            for worker in self.workers {
+                let _ = worker.join();
+            }
+        }
+        (reason, drained)
+    }
+}
+
+fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle) {
+    loop {
+        match server.recv_timeout(IDLE_POLL) {
+            Ok(Some(rq)) => handle(state, rq),
+            Ok(None) if stop.is_stopping() => return,
+            Ok(None) => {}
+            // Once stopping, the accept loop failing is the shutdown we caused.
+            Err(_) if stop.is_stopping() => {}
+            Err(err) => {
+                log::error!("the listener failed and accepts no more connections: {err}");
+                stop.stop(StopReason::ListenerFailed(err.to_string()));
+            }
+        }
+    }
+}
+
+/// Serves one request: route it, turn failures and panics into responses,
+/// write the answer, and log one access line.
+fn handle(state: &AppState, mut rq: tiny_http::Request) {
+    let started = Instant::now();
+    let method = rq.method().clone();
+    // The query string is left out of every log line: clients sometimes put
+    // credentials there.
+    let path = request::split_target(rq.url()).0.to_owned();
+    let response = dispatch(|| router::route(state, &mut rq), &method, &path);
+    let status = response.status;
+    if let Err(err) = rq.respond(response.into_tiny()) {
+        log::warn!("failed to send {status} for {method} {path}: {err}");
+    }
+    log::info!(target: "pizza_api::access", "{method} {path} {status} {:.3}ms", started.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Runs a handler, turning its error or its panic into a response.
+fn dispatch(handler: impl FnOnce() -> Result<Response, ApiError>, method: &tiny_http::Method, path: &str) -> Response {
+    match panic::catch_unwind(AssertUnwindSafe(handler)) {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => err.into_response(),
+        Err(payload) => {
+            log::error!("handler panicked on {method} {path}: {}", panic_message(&*payload));
+            internal_error()
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_is_answered_500_and_the_next_request_is_served() {
+        let method = tiny_http::Method::Get;
+
+        let panicked = dispatch(|| panic!("handler bug"), &method, "/x");
+        let next = dispatch(|| Ok(Response::no_content()), &method, "/x");
+
+        assert_eq!(panicked.status, 500);
+        assert_eq!(panicked.body, br#"{"error":"Internal server error"}"#);
+        assert_eq!(next.status, 204);
+    }
+
+    #[test]
+    fn an_error_is_answered_with_its_status() {
+        let response = dispatch(|| Err(ApiError::NotFound("Not found")), &tiny_http::Method::Get, "/x");
+
+        assert_eq!(response.status, 404);
+    }
+}

@@ -1,0 +1,580 @@
+//! Shared test helpers. [`spawn_app`] starts the real `pizza-api` binary on
+//! port 0 with a database of its own (a fresh SQLite file, or a fresh
+//! PostgreSQL database created for the test and dropped afterwards) and talks
+//! to it over a real socket.
+//!
+//! PostgreSQL comes from `TEST_DATABASE_URL` (an admin URL) when set, else
+//! from the private cluster of `scripts/pg-cluster.sh`, started on first use
+//! when the server binaries exist. Without any PostgreSQL the PostgreSQL half
+//! of each test is skipped loudly, and under `CI=true` it fails instead.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs a test body once per database: `both_backends!(fn name(backend) { ... })`
+/// becomes `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::helpers::*;
+
+            fn run($backend: Backend) $body
+
+            $(#[$meta])*
+            #[test]
+            fn sqlite() {
+                run(Backend::Sqlite)
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn postgres() {
+                if postgres_available() {
+                    run(Backend::Postgres)
+                }
+            }
+        }
+    };
+}
+
+/// The JWT key every test server signs with, so tests can mint their own tokens.
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789abcdef";
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL discovery
+
+/// Connection settings for an administrative PostgreSQL login.
+#[derive(Debug, Clone)]
+pub struct PgAdmin {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl PgAdmin {
+    /// Runs SQL as the administrator on the `postgres` database.
+    pub fn admin_execute(&self, sql: &str) {
+        self.connect("postgres").batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn connect(&self, dbname: &str) -> postgres::Client {
+        let mut config = postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(dbname)
+            .connect_timeout(Duration::from_secs(10));
+        config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect to test PostgreSQL: {e}"))
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn discover_postgres() -> Option<PgAdmin> {
+    let url = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let script = repo_root().join("scripts/pg-cluster.sh");
+            let started = Command::new(&script).arg("start").stdout(Stdio::null()).status();
+            if !matches!(started, Ok(s) if s.success()) {
+                return None;
+            }
+            let out = Command::new(&script).arg("url").output().ok()?;
+            String::from_utf8(out.stdout).ok()?.trim().to_owned()
+        }
+    };
+    let config: postgres::Config = url.parse().unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not parse: {e}"));
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    Some(PgAdmin {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        user: config.get_user().unwrap_or("postgres").to_owned(),
+        password: config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default(),
+    })
+}
+
+/// The test PostgreSQL, found (or started) once per test process.
+pub fn pg_admin() -> Option<&'static PgAdmin> {
+    static ADMIN: OnceLock<Option<PgAdmin>> = OnceLock::new();
+    ADMIN.get_or_init(discover_postgres).as_ref()
+}
+
+/// Whether PostgreSQL tests can run. Without PostgreSQL this prints a loud
+/// warning and returns false; under `CI=true` it fails the test instead.
+pub fn postgres_available() -> bool {
+    if pg_admin().is_some() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but no PostgreSQL is available: set TEST_DATABASE_URL or install the server binaries");
+    }
+    eprintln!("\n!!! SKIPPED the PostgreSQL half of this test: no PostgreSQL (set TEST_DATABASE_URL) !!!\n");
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Per-test databases
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique_name("pizza-api-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A database that belongs to one test.
+pub enum TestDb {
+    Sqlite { dir: TempDir, path: PathBuf },
+    Postgres { admin: PgAdmin, name: String },
+}
+
+impl TestDb {
+    /// Creates an empty database on `backend`.
+    pub fn new(backend: Backend) -> Arc<TestDb> {
+        Arc::new(match backend {
+            Backend::Sqlite => {
+                let dir = TempDir::new();
+                let path = dir.path().join("pizza.sqlite");
+                TestDb::Sqlite { dir, path }
+            }
+            Backend::Postgres => {
+                let admin = pg_admin().expect("PostgreSQL is not available").clone();
+                let name = unique_name("pizza_test");
+                admin.connect("postgres").batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+                TestDb::Postgres { admin, name }
+            }
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            TestDb::Sqlite { .. } => Backend::Sqlite,
+            TestDb::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// The `DB_*` variables that point the service at this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let pairs: Vec<(&str, String)> = match self {
+            TestDb::Sqlite { path, .. } => {
+                vec![("DB_DRIVER", "sqlite".into()), ("DB_PATH", path.display().to_string())]
+            }
+            TestDb::Postgres { admin, name } => vec![
+                ("DB_DRIVER", "postgres".into()),
+                ("DB_HOST", admin.host.clone()),
+                ("DB_PORT", admin.port.to_string()),
+                ("DB_USER", admin.user.clone()),
+                ("DB_PASSWORD", admin.password.clone()),
+                ("DB_NAME", name.clone()),
+            ],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// Secrets the service must never log.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            TestDb::Sqlite { .. } => vec![],
+            TestDb::Postgres { admin, .. } => vec![admin.password.clone()],
+        }
+    }
+
+    /// Runs SQL statements directly against the database (no parameters).
+    pub fn execute(&self, sql: &str) {
+        match self {
+            TestDb::Sqlite { path, .. } => rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap(),
+            TestDb::Postgres { admin, name } => admin.connect(name).batch_execute(sql).unwrap(),
+        }
+    }
+
+    /// The first column of every row of `sql`, as text.
+    pub fn query_column(&self, sql: &str) -> Vec<Option<String>> {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                stmt.query_map([], |row| {
+                    Ok(match row.get_ref(0)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(i) => Some(i.to_string()),
+                        rusqlite::types::ValueRef::Real(f) => Some(f.to_string()),
+                        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                        rusqlite::types::ValueRef::Blob(_) => Some("<blob>".into()),
+                    })
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+            }
+            TestDb::Postgres { admin, name } => {
+                let mut client = admin.connect(name);
+                client
+                    .simple_query(sql)
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A single integer from `sql` (a `count(*)`, say).
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let rows = self.query_column(sql);
+        rows.first().and_then(|v| v.as_deref()).unwrap_or_else(|| panic!("{sql} returned no value")).parse().unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin, name } = self {
+            let mut client = admin.connect("postgres");
+            if let Err(e) = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")) {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server under test
+
+/// The environment every test server starts with (before the database's and
+/// the test's own variables).
+fn base_env() -> Vec<(String, String)> {
+    [
+        ("APP_HOST", "127.0.0.1"),
+        ("APP_PORT", "0"),
+        ("LOG_LEVEL", "info"),
+        ("JWT_SECRET", TEST_JWT_SECRET),
+        // Cost 4 keeps the many start-ups of a test run fast; the default
+        // cost is checked by a test of its own.
+        ("BCRYPT_COST", "4"),
+        ("WORKERS", "4"),
+        ("MAX_OPEN_CONNS", "8"),
+        ("MAX_IDLE_CONNS", "1"),
+        ("DB_RETRY_BASE_DELAY_MS", "20"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Secrets that no test server may ever log.
+pub fn well_known_secrets() -> Vec<String> {
+    vec![TEST_JWT_SECRET.to_owned(), "dev-secret-123".to_owned(), "user-secret-123".to_owned()]
+}
+
+/// Output of a process, collected by background threads.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<String>>);
+
+impl Output {
+    fn collect(&self, stream: impl Read + Send + 'static, lines: Option<mpsc::Sender<String>>) {
+        let sink = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tx) = &lines {
+                    let _ = tx.send(line.clone());
+                }
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A running `pizza-api` process with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: Arc<TestDb>,
+    child: Child,
+    output: Output,
+    secrets: Vec<String>,
+    agent: ureq::Agent,
+    _workdir: TempDir,
+}
+
+/// Starts a server on a fresh database of `backend`.
+pub fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[])
+}
+
+/// Starts a server on a fresh database with extra environment variables.
+pub fn spawn_app_with(backend: Backend, env: &[(&str, &str)]) -> TestApp {
+    spawn_on(TestDb::new(backend), env)
+}
+
+/// Starts a server on an existing test database.
+pub fn spawn_on(db: Arc<TestDb>, env: &[(&str, &str)]) -> TestApp {
+    let (mut child, output, lines, workdir) = start_process(&db, env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(remaining.min(Duration::from_millis(200))) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap();
+                    break addr.parse::<SocketAddr>().unwrap();
+                }
+            }
+            Err(_) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                panic!("the server did not start within 60 s; its output:\n{}", output.text());
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    panic!("the server exited ({status}) before listening; its output:\n{}", output.text());
+                }
+            }
+        }
+    };
+    let mut secrets = well_known_secrets();
+    secrets.extend(db.secrets());
+    secrets.extend(env.iter().filter(|(k, _)| is_secret_variable(k)).map(|(_, v)| v.to_string()));
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    TestApp { addr, db, child, output, secrets, agent, _workdir: workdir }
+}
+
+fn is_secret_variable(name: &str) -> bool {
+    matches!(name, "DB_PASSWORD" | "JWT_SECRET" | "BOOTSTRAP_CLIENT_SECRET")
+}
+
+type Started = (Child, Output, mpsc::Receiver<String>, TempDir);
+
+fn start_process(db: &TestDb, env: &[(&str, &str)]) -> Started {
+    // A working directory of its own, so no developer's .env is picked up.
+    let workdir = TempDir::new();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pizza-api"));
+    command.env_clear().current_dir(workdir.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.envs(base_env()).envs(db.env());
+    command.envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut child = command.spawn().expect("cannot start the pizza-api binary");
+    let output = Output::default();
+    let (tx, rx) = mpsc::channel();
+    output.collect(child.stdout.take().unwrap(), Some(tx.clone()));
+    output.collect(child.stderr.take().unwrap(), Some(tx));
+    (child, output, rx, workdir)
+}
+
+/// Runs the binary on `db` until it exits (for start-up failures) and returns
+/// its exit status and output. Fails the test if it runs longer than `limit`.
+pub fn run_to_exit(db: &TestDb, env: &[(&str, &str)], limit: Duration) -> (ExitStatus, String) {
+    let (child, output, _lines, _workdir) = start_process(db, env);
+    wait_for_exit(child, &output, limit)
+}
+
+/// Runs the binary with exactly `env` (plus nothing from the test
+/// environment) in `workdir`, until it exits.
+pub fn run_bare(workdir: &Path, env: &[(&str, &str)], limit: Duration) -> (ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pizza-api"));
+    command.env_clear().current_dir(workdir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut child = command.spawn().expect("cannot start the pizza-api binary");
+    let output = Output::default();
+    output.collect(child.stdout.take().unwrap(), None);
+    output.collect(child.stderr.take().unwrap(), None);
+    wait_for_exit(child, &output, limit)
+}
+
+fn wait_for_exit(mut child: Child, output: &Output, limit: Duration) -> (ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            // Let the reader threads catch the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            return (status, output.text());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process was still running after {limit:?}; its output:\n{}", output.text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A response as the tests see it.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl TestResponse {
+    /// The body parsed as JSON (the test fails when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the server has printed so far.
+    pub fn log(&self) -> String {
+        self.output.text()
+    }
+
+    /// Adds a value that must never appear in the server's output.
+    pub fn remember_secret(&mut self, secret: &str) {
+        self.secrets.push(secret.to_owned());
+    }
+
+    /// Sends a request: `method`, `path`, headers and an optional body.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> TestResponse {
+        let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let result = match body {
+            Some(body) => self.agent.run(builder.body(body.to_vec()).unwrap()),
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response =
+            result.unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nserver log:\n{}", self.log()));
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_string().unwrap_or_default();
+        TestResponse { status, headers, body }
+    }
+
+    pub fn get(&self, path: &str) -> TestResponse {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.request("GET", path, headers, None)
+    }
+
+    pub fn send_json(&self, method: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> TestResponse {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        self.request(method, path, &all, Some(body.to_string().as_bytes()))
+    }
+
+    /// Writes `request` verbatim to a new connection and returns everything
+    /// the server sends back until it closes the connection.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// Stops the server (SIGKILL) and returns its whole output.
+    pub fn kill(mut self) -> String {
+        self.stop_now();
+        self.output.text()
+    }
+
+    fn stop_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Let the reader threads catch the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Fails when any remembered secret appears in the server's output.
+    pub fn assert_no_secret_logged(&self) {
+        assert_no_secret_in(&self.output.text(), &self.secrets);
+    }
+}
+
+/// Fails when any of `secrets` appears in `text`.
+pub fn assert_no_secret_in(text: &str, secrets: &[String]) {
+    for (i, secret) in secrets.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+        let leaks: Vec<String> = text
+            .lines()
+            .filter(|line| line.contains(secret.as_str()))
+            .map(|l| l.replace(secret.as_str(), "<SECRET>"))
+            .collect();
+        assert!(leaks.is_empty(), "secret #{i} appeared in the server output:\n{}", leaks.join("\n"));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop_now();
+        // Every test checks that its server never logged a secret.
+        if !std::thread::panicking() {
+            self.assert_no_secret_logged();
+        }
+    }
+}

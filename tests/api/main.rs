@@ -1,0 +1,9 @@
+//! Integration tests: every test starts the real `pizza-api` binary on a
+//! database of its own and talks HTTP to it. Tests that involve a database
+//! run once on SQLite and once on PostgreSQL (see `both_backends!`).
+
+mod helpers;
+
+mod health;
+mod http_rules;
+mod startup;
