@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{JwtKeys, secrets};
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::http::HttpServer;
 use crate::http::server::{self, StopHandle, StopReason};
+use crate::seed::{self, SeedError};
 
 /// How long a stopping server waits for accepted requests to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,6 +21,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub config: Config,
     pub db: Db,
+    /// Signs and checks access tokens.
+    pub jwt: JwtKeys,
+    /// A bcrypt hash at `BCRYPT_COST` to check secrets of unknown clients
+    /// against, so they cost as much as known ones.
+    pub dummy_hash: String,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -28,6 +35,10 @@ pub enum StartupError {
     Database(DbError),
     /// The listening socket could not be bound.
     Listen { addr: String, cause: std::io::Error },
+    /// The bootstrap client or the development seed could not be stored.
+    Seed(SeedError),
+    /// The operating system's random source or bcrypt failed.
+    Secret(String),
     /// The server stopped because its listener failed.
     Stopped(String),
 }
@@ -39,6 +50,8 @@ impl fmt::Display for StartupError {
             StartupError::Database(DbError::Unavailable(cause)) => f.write_str(cause),
             StartupError::Database(err) => write!(f, "{err}"),
             StartupError::Listen { addr, cause } => write!(f, "cannot listen on {addr}: {cause}"),
+            StartupError::Seed(err) => write!(f, "cannot store start-up data: {err}"),
+            StartupError::Secret(err) => f.write_str(err),
             StartupError::Stopped(cause) => write!(f, "server stopped: {cause}"),
         }
     }
@@ -68,11 +81,16 @@ impl Application {
             log::info!("schema: applied {}", report.applied.join(", "));
         }
 
+        seed::bootstrap(&db, &config).map_err(StartupError::Seed)?;
+        seed::seed_dev_data(&db, &config).map_err(StartupError::Seed)?;
+        let jwt = JwtKeys::new(&jwt_key(&config)?, config.jwt_expiration);
+        let dummy_hash = secrets::hash("not-a-client-secret", config.bcrypt_cost).map_err(StartupError::Secret)?;
+
         let listener = server::bind(&config.host, config.port)
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
-        let state = Arc::new(AppState { config, db });
+        let state = Arc::new(AppState { config, db, jwt, dummy_hash });
         let server = HttpServer::start(listener, state, workers)
             .map_err(|cause| StartupError::Listen { addr: "worker threads".into(), cause })?;
         log::info!(
@@ -108,4 +126,17 @@ impl Application {
             StopReason::ListenerFailed(cause) => Err(StartupError::Stopped(cause)),
         }
     }
+}
+
+/// The JWT key: `JWT_SECRET`, or (development only; production requires
+/// the variable) 64 random bytes that live as long as the process.
+fn jwt_key(config: &Config) -> Result<Vec<u8>, StartupError> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    log::warn!(
+        "JWT_SECRET is not set: signing tokens with a random key, so tokens end with this process and are \
+         not accepted by other replicas"
+    );
+    Ok(secrets::random_bytes::<64>().map_err(StartupError::Secret)?.to_vec())
 }

@@ -157,6 +157,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The longest client secret bcrypt can check in full.
+pub const MAX_CLIENT_SECRET_BYTES: usize = crate::auth::secrets::MAX_SECRET_BYTES;
+
 /// The shortest JWT key accepted in production: HS512 wants a key of at least
 /// the hash's block-derived strength; 32 bytes (256 bits) is the floor we enforce.
 pub const MIN_PRODUCTION_JWT_SECRET_BYTES: usize = 32;
@@ -245,6 +248,14 @@ impl Config {
             return Err(invalid("BOOTSTRAP_CLIENT_ID", "must be at most 255 printable characters".into()));
         }
 
+        let bootstrap_client_secret = env.secret("BOOTSTRAP_CLIENT_SECRET");
+        if bootstrap_client_secret.as_ref().is_some_and(|s| s.expose().len() > MAX_CLIENT_SECRET_BYTES) {
+            return Err(invalid(
+                "BOOTSTRAP_CLIENT_SECRET",
+                format!("must be at most {MAX_CLIENT_SECRET_BYTES} bytes (bcrypt reads no more)"),
+            ));
+        }
+
         Ok(Config {
             app_env,
             host: env.text("APP_HOST", "localhost"),
@@ -255,7 +266,7 @@ impl Config {
             database,
             pool,
             bootstrap_client_id,
-            bootstrap_client_secret: env.secret("BOOTSTRAP_CLIENT_SECRET"),
+            bootstrap_client_secret,
             bcrypt_cost: env.number("BCRYPT_COST", 10, 4, 31)? as u32,
             seed_dev_data: env.boolean("SEED_DEV_DATA")?,
             workers: env.number("WORKERS", default_workers() as u64, 1, 1024)? as usize,

@@ -6,9 +6,14 @@
 //! failures become status codes in [`http::error`].
 
 pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod pizzas;
+pub mod seed;
+pub mod users;

@@ -6,6 +6,7 @@ pub mod migrate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ pub enum Db {
 /// An SQLite database file and its pool.
 pub struct SqliteDb {
     pub pool: SqlitePool,
+    /// SQLite lets one connection write at a time; writers queue here instead
+    /// of in SQLite's busy handler, which sleeps in growing steps.
+    write_lock: Mutex<()>,
     path: PathBuf,
     /// The file the pool opened: if `DB_PATH` stops naming it (deleted or
     /// replaced), writes would go to a file nobody will open again.
@@ -204,6 +208,19 @@ impl Db {
 }
 
 impl SqliteDb {
+    /// Runs `work` in a write transaction, as the only writer of this
+    /// process. Refuses (503) when the file was deleted or replaced: a write
+    /// acknowledged into a file nobody will reopen would be lost.
+    pub fn write<T>(&self, work: impl FnOnce(&rusqlite::Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        self.check_file()?;
+        let mut conn = self.pool.get()?;
+        let _writer = self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = work(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Fails when `DB_PATH` no longer names the file the pool opened.
     pub fn check_file(&self) -> Result<(), DbError> {
         let now = FileId::of(&self.path);
@@ -261,7 +278,12 @@ fn open_sqlite(path: &Path, settings: &PoolConfig) -> Result<SqliteDb, String> {
         log::warn!("SQLite kept journal mode {mode:?} for {}: readers may wait for writers", path.display());
     }
     drop(first);
-    Ok(SqliteDb { pool: build_pool(manager, settings), path: path.to_owned(), file_id: FileId::of(path) })
+    Ok(SqliteDb {
+        pool: build_pool(manager, settings),
+        write_lock: Mutex::new(()),
+        path: path.to_owned(),
+        file_id: FileId::of(path),
+    })
 }
 
 fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig) -> Result<PgPool, String> {

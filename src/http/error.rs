@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Response;
 use crate::db::DbError;
@@ -21,10 +21,24 @@ pub enum ApiError {
     /// 400 `{"error":"Invalid request body","details":<text>}`: not JSON, a field
     /// of the wrong type, or no body at all.
     InvalidBody(String),
+    /// 400 `{"error":"Invalid request body","details":<text>,"field":<field>}`:
+    /// a field of the wrong JSON type.
+    WrongType { field: &'static str, message: String },
     /// 400 `{"error":<text>,"field":<field>}`: a value that fails validation.
     InvalidField { field: &'static str, message: String },
     /// 400 `{"error":<text>}`: a bad path or query parameter.
     BadRequest(String),
+    /// 401 from a protected route: `{"error":<code>,"error_description":<text>}`
+    /// with `WWW-Authenticate: Bearer error="invalid_token"`.
+    Unauthorized { error: &'static str, description: String },
+    /// 403 with a body that says what was missing (a role, ownership).
+    Forbidden(Value),
+    /// 403 `insufficient_scope`: the token lacks the scope the operation needs.
+    InsufficientScope { required: &'static str },
+    /// An error of the token endpoint (RFC 6749 §5.2): `{"error":<code>,
+    /// "error_description":<text>}`, never cached, and for a 401 after HTTP
+    /// Basic the `WWW-Authenticate: Basic` challenge.
+    OAuth { status: u16, code: &'static str, description: String, basic_challenge: bool },
     /// 503 `{"error":"Service unavailable", ...}`: the database did not answer
     /// or no connection was free in time. The cause is logged, not sent.
     Unavailable(String),
@@ -48,10 +62,37 @@ impl ApiError {
             ApiError::InvalidBody(details) => {
                 Response::json(400, &json!({ "error": "Invalid request body", "details": details }))
             }
+            ApiError::WrongType { field, message } => {
+                Response::json(400, &json!({ "error": "Invalid request body", "details": message, "field": field }))
+            }
             ApiError::InvalidField { field, message } => {
                 Response::json(400, &json!({ "error": message, "field": field }))
             }
             ApiError::BadRequest(text) => Response::json(400, &json!({ "error": text })),
+            ApiError::Unauthorized { error, description } => {
+                Response::json(401, &json!({ "error": error, "error_description": description }))
+                    .with_header("WWW-Authenticate", r#"Bearer error="invalid_token""#)
+            }
+            ApiError::Forbidden(body) => Response::json(403, &body),
+            ApiError::InsufficientScope { required } => Response::json(
+                403,
+                &json!({
+                    "error": "insufficient_scope",
+                    "error_description": format!("this operation needs a token with the {required} scope"),
+                    "required_scope": required,
+                }),
+            )
+            .with_header("WWW-Authenticate", format!(r#"Bearer error="insufficient_scope", scope="{required}""#)),
+            ApiError::OAuth { status, code, description, basic_challenge } => {
+                let response = Response::json(status, &json!({ "error": code, "error_description": description }))
+                    .with_header("Cache-Control", "no-store")
+                    .with_header("Pragma", "no-cache");
+                if status == 401 && basic_challenge {
+                    response.with_header("WWW-Authenticate", r#"Basic realm="pizza-api""#)
+                } else {
+                    response
+                }
+            }
             ApiError::Unavailable(cause) => {
                 log::warn!("answering 503: {cause}");
                 Response::json(

@@ -7,12 +7,12 @@ use tiny_http::Method;
 use super::request::{MAX_BODY_BYTES, split_target};
 use super::{ApiError, Response};
 use crate::app::AppState;
-use crate::health;
+use crate::{auth, clients, health, pizzas};
 
 /// Routes one request to its handler.
 pub fn route(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, ApiError> {
     let target = rq.url().to_owned();
-    let (path, _query) = split_target(&target);
+    let (path, query) = split_target(&target);
     let method = rq.method().clone();
     // Refused before routing: no route takes a body this large, and reading
     // it to find that out would cost the whole upload.
@@ -21,11 +21,30 @@ pub fn route(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, 
     }
     let Some(segments) = segments(path) else { return Err(not_found()) };
 
-    use Method::{Get, Head};
+    use Method::{Delete, Get, Head, Post, Put};
     match (segments.as_slice(), &method) {
         (["health"], Get | Head) => Ok(health::health(state)),
         (["livez"], Get | Head) => Ok(health::livez()),
         (["health"] | ["livez"], _) => Err(not_allowed("GET, HEAD")),
+
+        (["api", "v1", "oauth", "token"], Post) => auth::token::issue(state, rq),
+        (["api", "v1", "oauth", "token"], _) => Err(not_allowed("POST")),
+
+        (["api", "v1", "public", "pizzas"], Get | Head) => pizzas::list(state, query),
+        (["api", "v1", "public", "pizzas"], _) => Err(not_allowed("GET, HEAD")),
+        (["api", "v1", "public", "pizzas", id], Get | Head) => pizzas::get(state, id),
+        (["api", "v1", "public", "pizzas", _], _) => Err(not_allowed("GET, HEAD")),
+        (["api", "v1", "pizzas"], Post) => pizzas::create(state, rq),
+        (["api", "v1", "pizzas"], _) => Err(not_allowed("POST")),
+        (["api", "v1", "pizzas", id], Put) => pizzas::update(state, rq, id),
+        (["api", "v1", "pizzas", id], Delete) => pizzas::delete(state, rq, id),
+        (["api", "v1", "pizzas", _], _) => Err(not_allowed("PUT, DELETE")),
+
+        (["api", "v1", "clients"], Get | Head) => clients::list(state, rq),
+        (["api", "v1", "clients"], Post) => clients::create(state, rq),
+        (["api", "v1", "clients"], _) => Err(not_allowed("GET, HEAD, POST")),
+        (["api", "v1", "clients", id], Delete) => clients::delete(state, rq, &decode_segment(id)?),
+        (["api", "v1", "clients", _], _) => Err(not_allowed("DELETE")),
 
         _ => Err(not_found()),
     }
@@ -37,6 +56,11 @@ fn not_found() -> ApiError {
 
 fn not_allowed(allow: &'static str) -> ApiError {
     ApiError::MethodNotAllowed { allow }
+}
+
+/// A path segment with its percent-escapes decoded (client IDs are free text).
+fn decode_segment(segment: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment).decode_utf8().map(|s| s.into_owned()).map_err(|_| not_found())
 }
 
 /// The path's segments; `None` for a path with an empty segment (`//`, or a

@@ -4,6 +4,10 @@
 
 mod helpers;
 
+mod bearer;
+mod clients;
 mod health;
 mod http_rules;
+mod oauth;
+mod seed;
 mod startup;

@@ -1,0 +1,87 @@
+//! Client secrets: generating them from the operating system's random
+//! source, hashing them with bcrypt, and checking a presented secret in
+//! constant work whether or not the client exists.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// bcrypt reads at most 72 bytes including a terminating zero, so 71 bytes of
+/// secret; longer secrets are refused rather than silently cut (two secrets
+/// sharing their first 72 bytes would match).
+pub const MAX_SECRET_BYTES: usize = 71;
+
+/// `N` bytes from the operating system's random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| format!("the operating system's random source failed: {e}"))?;
+    Ok(bytes)
+}
+
+/// A new client secret: 256 random bits as 43 URL-safe characters.
+pub fn new_client_secret() -> Result<String, String> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
+/// A new client ID: a random (version 4) UUID.
+pub fn new_client_id() -> Result<String, String> {
+    Ok(uuid::Builder::from_random_bytes(random_bytes::<16>()?).into_uuid().to_string())
+}
+
+/// The bcrypt hash of `secret` at `cost`.
+pub fn hash(secret: &str, cost: u32) -> Result<String, String> {
+    bcrypt::non_truncating_hash(secret, cost).map_err(|e| format!("cannot hash a secret: {e}"))
+}
+
+/// Whether `secret` matches `hash`. Without a hash (unknown client) the
+/// secret is checked against `dummy_hash`, made at the same cost, so the
+/// answer takes as long either way and reveals nothing about which client
+/// IDs exist.
+pub fn verify(secret: &str, hash: Option<&str>, dummy_hash: &str) -> bool {
+    let target = hash.unwrap_or(dummy_hash);
+    let acceptable = secret.len() <= MAX_SECRET_BYTES;
+    // Even a secret that is refused for its length costs a full check.
+    let candidate = if acceptable { secret } else { "-" };
+    let matches = bcrypt::verify(candidate, target).unwrap_or(false);
+    matches && acceptable && hash.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_secret_has_256_bits() {
+        let secret = new_client_secret().unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&secret).unwrap().len(), 32);
+        assert_ne!(secret, new_client_secret().unwrap());
+    }
+
+    #[test]
+    fn a_generated_client_id_is_a_version_4_uuid() {
+        let id = new_client_id().unwrap();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+    }
+
+    #[test]
+    fn the_right_secret_matches_and_others_do_not() {
+        let hash = hash("s3cret", 4).unwrap();
+        let dummy = super::hash("dummy", 4).unwrap();
+        assert!(verify("s3cret", Some(&hash), &dummy));
+        assert!(!verify("wrong", Some(&hash), &dummy));
+    }
+
+    #[test]
+    fn an_unknown_client_never_matches_even_with_the_dummy_secret() {
+        let dummy = hash("dummy", 4).unwrap();
+        assert!(!verify("dummy", None, &dummy));
+    }
+
+    #[test]
+    fn a_secret_longer_than_bcrypt_reads_never_matches() {
+        let long = "x".repeat(MAX_SECRET_BYTES + 1);
+        let truncated_hash = bcrypt::hash(&long[..MAX_SECRET_BYTES], 4).unwrap();
+        let dummy = hash("dummy", 4).unwrap();
+        assert!(!verify(&long, Some(&truncated_hash), &dummy));
+    }
+}

@@ -1,0 +1,113 @@
+//! Pizzas: the public reads and the owner-or-admin writes of
+//! `/api/v1/public/pizzas` and `/api/v1/pizzas`.
+
+pub mod input;
+pub mod store;
+
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::{self, Caller};
+use crate::http::request::json_body;
+use crate::http::{ApiError, Response};
+use crate::users::Role;
+use input::{ListQuery, PizzaInput};
+
+/// `{id}` as a pizza ID: a positive integer, else 400.
+pub fn parse_id(text: &str) -> Result<i64, ApiError> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(ApiError::BadRequest("Invalid pizza ID format".into())),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("Pizza not found")
+}
+
+/// `GET /api/v1/public/pizzas`: one page, by ID. A full page carries a
+/// `Link: <...>; rel="next"` to the following one.
+pub fn list(state: &AppState, query: &str) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let pizzas = store::list(&state.db, &query)?;
+    let full_page = pizzas.len() as i64 == query.limit;
+    let response = Response::json(200, &pizzas);
+    if !full_page {
+        return Ok(response);
+    }
+    let mut next = form_urlencoded::Serializer::new(String::new());
+    if let Some(name) = &query.name {
+        next.append_pair("name", name);
+    }
+    if let Some(owner) = query.created_by {
+        next.append_pair("created_by", &owner.to_string());
+    }
+    next.append_pair("limit", &query.limit.to_string());
+    next.append_pair("offset", &(query.offset.saturating_add(query.limit)).to_string());
+    Ok(response.with_header("Link", format!("</api/v1/public/pizzas?{}>; rel=\"next\"", next.finish())))
+}
+
+/// `GET /api/v1/public/pizzas/{id}`.
+pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let pizza = store::find(&state.db, id)?.ok_or_else(not_found)?;
+    Ok(Response::json(200, &pizza))
+}
+
+/// `POST /api/v1/pizzas`: the caller owns the new pizza.
+pub fn create(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(state, rq)?;
+    let input = PizzaInput::parse(&json_body(rq)?)?;
+    let pizza = store::insert(&state.db, &input, caller.user_id)?;
+    let location = format!("/api/v1/public/pizzas/{}", pizza.id);
+    Ok(Response::json(201, &pizza).with_header("Location", location))
+}
+
+/// `PUT /api/v1/pizzas/{id}`: replaces the whole pizza. Checks run in the
+/// contract's order: ID format, existence, permission, body.
+pub fn update(state: &AppState, rq: &mut tiny_http::Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(state, rq)?;
+    let id = parse_id(id)?;
+    check_may_change(state, &caller, id, "update")?;
+    let input = PizzaInput::parse(&json_body(rq)?)?;
+    let pizza = store::update(&state.db, id, &input)?.ok_or_else(not_found)?;
+    Ok(Response::json(200, &pizza))
+}
+
+/// `DELETE /api/v1/pizzas/{id}`: soft delete; a second delete is a 404.
+pub fn delete(state: &AppState, rq: &tiny_http::Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(state, rq)?;
+    let id = parse_id(id)?;
+    check_may_change(state, &caller, id, "delete")?;
+    if !store::soft_delete(&state.db, id)? {
+        return Err(not_found());
+    }
+    Ok(Response::no_content())
+}
+
+/// 404 when the pizza is missing or deleted, 403 when the caller is neither
+/// its owner nor an admin.
+fn check_may_change(state: &AppState, caller: &Caller, id: i64, verb: &str) -> Result<(), ApiError> {
+    let owner = store::owner(&state.db, id)?.ok_or_else(not_found)?;
+    if owner == caller.user_id || caller.role == Role::Admin {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(json!({
+        "error": format!("You can only {verb} your own pizzas"),
+        "pizza_owner": owner,
+        "your_id": caller.user_id,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn an_id_must_be_a_positive_integer() {
+        assert_eq!(parse_id("42").unwrap(), 42);
+        for bad in ["0", "-1", "abc", "1.5", "+7", " 7", "99999999999999999999"] {
+            assert!(parse_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The pizza queries, one statement per dialect where they differ.
+//!
+//! PostgreSQL statements go through `query_typed`: parameter types are given
+//! up front, so each runs in one round trip with no separate prepare.
+
+use std::time::SystemTime;
+
+use postgres::types::{ToSql, Type};
+use serde::Serialize;
+
+use super::input::{ListQuery, PizzaInput, fold};
+use crate::clock;
+use crate::db::{Db, DbError};
+
+/// A pizza as every response shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pizza {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub ingredients: Vec<String>,
+    pub price: f64,
+    pub created_by: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const SELECT_ONE_SQLITE: &str = concat!(
+    "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at ",
+    "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
+);
+const SELECT_ONE_PG: &str = concat!(
+    "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at ",
+    "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
+);
+
+const SELECT_OWNER: &str = "SELECT created_by FROM pizzas WHERE id = $1 AND deleted_at IS NULL";
+
+// One statement for every filter combination: a NULL parameter switches its
+// filter off. instr/strpos match the folded name literally (no LIKE
+// wildcards, so `%` and `_` match themselves).
+const LIST_SQLITE: &str = concat!(
+    "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at FROM pizzas ",
+    "WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
+    "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT $3 OFFSET $4"
+);
+const LIST_PG: &str = concat!(
+    "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at FROM pizzas ",
+    "WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
+    "AND ($2::bigint IS NULL OR created_by = $2::bigint) ORDER BY id LIMIT $3 OFFSET $4"
+);
+
+const INSERT_SQLITE: &str = concat!(
+    "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ",
+    "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
+);
+const INSERT_PG: &str = concat!(
+    "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
+    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7) ",
+    "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+);
+
+// updated_at never goes backwards, even if the clock does.
+const UPDATE_SQLITE: &str = concat!(
+    "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4, price = $5, ",
+    "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+    "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
+);
+const UPDATE_PG: &str = concat!(
+    "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
+    "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+    "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+);
+
+const DELETE: &str = "UPDATE pizzas SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL RETURNING id";
+
+const COUNT_ALL: &str = "SELECT count(*) FROM pizzas";
+
+fn ingredients_json(ingredients: &[String]) -> String {
+    serde_json::to_string(ingredients).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_ingredients(text: &str) -> Result<Vec<String>, DbError> {
+    serde_json::from_str(text).map_err(|e| DbError::Query(format!("stored ingredients are not a JSON array: {e}")))
+}
+
+fn from_sqlite(row: &rusqlite::Row<'_>) -> Result<Pizza, DbError> {
+    Ok(Pizza {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        ingredients: parse_ingredients(row.get_ref(3)?.as_str().map_err(|e| DbError::Query(e.to_string()))?)?,
+        price: row.get(4)?,
+        created_by: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
+
+fn from_pg(row: &postgres::Row) -> Result<Pizza, DbError> {
+    Ok(Pizza {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        description: row.try_get(2)?,
+        ingredients: parse_ingredients(row.try_get(3)?)?,
+        price: row.try_get(4)?,
+        created_by: row.try_get(5)?,
+        created_at: clock::format(row.try_get::<_, SystemTime>(6)?),
+        updated_at: clock::format(row.try_get::<_, SystemTime>(7)?),
+    })
+}
+
+fn sqlite_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Pizza>, DbError> {
+    let mut pizzas = Vec::new();
+    while let Some(row) = rows.next()? {
+        pizzas.push(from_sqlite(row)?);
+    }
+    Ok(pizzas)
+}
+
+fn first_pg(rows: Vec<postgres::Row>) -> Result<Option<Pizza>, DbError> {
+    rows.first().map(from_pg).transpose()
+}
+
+/// The pizza `id`, unless it is missing or deleted.
+pub fn find(db: &Db, id: i64) -> Result<Option<Pizza>, DbError> {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let conn = sqlite.pool.get()?;
+            let mut stmt = conn.prepare_cached(SELECT_ONE_SQLITE)?;
+            Ok(sqlite_rows(stmt.query([id])?)?.pop())
+        }
+        Db::Postgres(pool) => first_pg(pool.get()?.query_typed(SELECT_ONE_PG, &[(&id, Type::INT8)])?),
+    }
+}
+
+/// The owner of pizza `id`, unless it is missing or deleted.
+pub fn owner(db: &Db, id: i64) -> Result<Option<i64>, DbError> {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let conn = sqlite.pool.get()?;
+            let mut stmt = conn.prepare_cached(SELECT_OWNER)?;
+            let mut rows = stmt.query([id])?;
+            Ok(rows.next()?.map(|row| row.get(0)).transpose()?)
+        }
+        Db::Postgres(pool) => {
+            let rows = pool.get()?.query_typed(SELECT_OWNER, &[(&id, Type::INT8)])?;
+            Ok(rows.first().map(|row| row.try_get(0)).transpose()?)
+        }
+    }
+}
+
+/// One page of pizzas matching `query`, by ID.
+pub fn list(db: &Db, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let conn = sqlite.pool.get()?;
+            let mut stmt = conn.prepare_cached(LIST_SQLITE)?;
+            sqlite_rows(stmt.query((&query.name, query.created_by, query.limit, query.offset))?)
+        }
+        Db::Postgres(pool) => {
+            let params: [(&(dyn ToSql + Sync), Type); 4] = [
+                (&query.name, Type::TEXT),
+                (&query.created_by, Type::INT8),
+                (&query.limit, Type::INT8),
+                (&query.offset, Type::INT8),
+            ];
+            pool.get()?.query_typed(LIST_PG, &params)?.iter().map(from_pg).collect()
+        }
+    }
+}
+
+/// Stores a new pizza owned by `owner` and returns it as stored.
+pub fn insert(db: &Db, input: &PizzaInput, owner: i64) -> Result<Pizza, DbError> {
+    let now = clock::now();
+    match db {
+        Db::Sqlite(sqlite) => sqlite.write(|conn| insert_sqlite(conn, input, owner, now)),
+        Db::Postgres(pool) => insert_pg(&mut *pool.get()?, input, owner, now),
+    }
+}
+
+/// Inserts on an SQLite connection the caller holds (in a write transaction).
+fn insert_sqlite(
+    conn: &rusqlite::Connection,
+    input: &PizzaInput,
+    owner: i64,
+    now: SystemTime,
+) -> Result<Pizza, DbError> {
+    let mut stmt = conn.prepare_cached(INSERT_SQLITE)?;
+    let rows = stmt.query((
+        &input.name,
+        fold(&input.name),
+        &input.description,
+        ingredients_json(&input.ingredients),
+        input.price,
+        owner,
+        clock::format(now),
+    ))?;
+    sqlite_rows(rows)?.pop().ok_or_else(|| DbError::Query("INSERT returned no row".into()))
+}
+
+/// Inserts on a PostgreSQL client or transaction the caller holds.
+fn insert_pg(
+    client: &mut impl postgres::GenericClient,
+    input: &PizzaInput,
+    owner: i64,
+    now: SystemTime,
+) -> Result<Pizza, DbError> {
+    let params: [(&(dyn ToSql + Sync), Type); 7] = [
+        (&input.name, Type::TEXT),
+        (&fold(&input.name), Type::TEXT),
+        (&input.description, Type::TEXT),
+        (&ingredients_json(&input.ingredients), Type::TEXT),
+        (&input.price, Type::FLOAT8),
+        (&owner, Type::INT8),
+        (&now, Type::TIMESTAMPTZ),
+    ];
+    first_pg(client.query_typed(INSERT_PG, &params)?)?.ok_or_else(|| DbError::Query("INSERT returned no row".into()))
+}
+
+/// Replaces every field of pizza `id`; `None` when it is missing or deleted.
+pub fn update(db: &Db, id: i64, input: &PizzaInput) -> Result<Option<Pizza>, DbError> {
+    let now = clock::now();
+    let ingredients = ingredients_json(&input.ingredients);
+    match db {
+        Db::Sqlite(sqlite) => sqlite.write(|conn| {
+            let mut stmt = conn.prepare_cached(UPDATE_SQLITE)?;
+            let rows = stmt.query((
+                &input.name,
+                fold(&input.name),
+                &input.description,
+                &ingredients,
+                input.price,
+                clock::format(now),
+                id,
+            ))?;
+            Ok(sqlite_rows(rows)?.pop())
+        }),
+        Db::Postgres(pool) => {
+            let params: [(&(dyn ToSql + Sync), Type); 7] = [
+                (&input.name, Type::TEXT),
+                (&fold(&input.name), Type::TEXT),
+                (&input.description, Type::TEXT),
+                (&ingredients, Type::TEXT),
+                (&input.price, Type::FLOAT8),
+                (&now, Type::TIMESTAMPTZ),
+                (&id, Type::INT8),
+            ];
+            first_pg(pool.get()?.query_typed(UPDATE_PG, &params)?)
+        }
+    }
+}
+
+/// Marks pizza `id` deleted; false when it was missing or deleted already.
+pub fn soft_delete(db: &Db, id: i64) -> Result<bool, DbError> {
+    let now = clock::now();
+    match db {
+        Db::Sqlite(sqlite) => sqlite.write(|conn| {
+            let mut stmt = conn.prepare_cached(DELETE)?;
+            let mut rows = stmt.query((clock::format(now), id))?;
+            Ok(rows.next()?.is_some())
+        }),
+        Db::Postgres(pool) => {
+            let rows = pool.get()?.query_typed(DELETE, &[(&now, Type::TIMESTAMPTZ), (&id, Type::INT8)])?;
+            Ok(!rows.is_empty())
+        }
+    }
+}
+
+/// Key of the advisory lock that keeps replicas from seeding twice.
+const SEED_LOCK_KEY: i64 = 0x7069_7a7a_6173_6564;
+
+/// Stores `pizzas`, owned by `owner`, only if no pizza was ever stored (the
+/// development seed). Returns how many were stored; replicas seeding at the
+/// same moment store them once.
+pub fn insert_if_none(db: &Db, pizzas: &[PizzaInput], owner: i64) -> Result<usize, DbError> {
+    let now = clock::now();
+    match db {
+        Db::Sqlite(sqlite) => sqlite.write(|conn| {
+            if conn.query_row(COUNT_ALL, [], |row| row.get::<_, i64>(0))? > 0 {
+                return Ok(0);
+            }
+            for pizza in pizzas {
+                insert_sqlite(conn, pizza, owner, now)?;
+            }
+            Ok(pizzas.len())
+        }),
+        Db::Postgres(pool) => {
+            let mut client = pool.get()?;
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEED_LOCK_KEY])?;
+            if tx.query_one(COUNT_ALL, &[])?.try_get::<_, i64>(0)? > 0 {
+                return Ok(0);
+            }
+            for pizza in pizzas {
+                insert_pg(&mut tx, pizza, owner, now)?;
+            }
+            tx.commit()?;
+            Ok(pizzas.len())
+        }
+    }
+}
+
+/// How many pizzas were ever stored, deleted ones included.
+pub fn count_all(db: &Db) -> Result<i64, DbError> {
+    match db {
+        Db::Sqlite(sqlite) => Ok(sqlite.pool.get()?.query_row(COUNT_ALL, [], |row| row.get(0))?),
+        Db::Postgres(pool) => Ok(pool.get()?.query_one(COUNT_ALL, &[])?.try_get(0)?),
+    }
+}
