@@ -3,7 +3,7 @@
 CARGO ?= cargo
 BIN   := target/release/pizza-api
 
-.PHONY: run build test lint fmt pg-start pg-stop clean
+.PHONY: run build test test-api lint fmt pg-start pg-stop clean
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
 run: build
@@ -16,6 +16,10 @@ build:
 ## test: every test on SQLite and PostgreSQL (starts and stops a private PostgreSQL)
 test:
 	scripts/test.sh
+
+## test-api: the end-to-end walk-through (scripts/test-api.sh) on SQLite and PostgreSQL
+test-api:
+	scripts/test.sh api
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on both databases: starts a private PostgreSQL
-# cluster (scripts/pg-cluster.sh) on its own port, points the tests at it,
-# and stops and deletes it afterwards, whatever happens.
+# The whole test suite on both databases:
+#   scripts/test.sh        cargo test, then scripts/test-api.sh on SQLite and PostgreSQL
+#   scripts/test.sh api    only the end-to-end walk-through, on both
+#
+# PostgreSQL is a private cluster (scripts/pg-cluster.sh) on its own port,
+# started here and stopped and deleted afterwards, whatever happens; or the
+# server of TEST_DATABASE_URL (postgres://user:password@host:port/db) when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE="${1:-all}"
 
 export PIZZA_PG_DIR="${PIZZA_PG_TEST_DIR:-/tmp/pizza-api-pg-test}"
 export PIZZA_PG_PORT="${PIZZA_PG_TEST_PORT:-55433}"
@@ -22,4 +27,18 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   fi
 fi
 
-cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+if [[ "$MODE" == all ]]; then
+  cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+fi
+
+echo "== end-to-end walk-through (scripts/test-api.sh)"
+cargo build --release --locked --quiet
+export PIZZA_API_BIN=target/release/pizza-api
+DB_DRIVER=sqlite scripts/test-api.sh
+if [[ -n "${TEST_DATABASE_URL:-}" ]]; then
+  # postgres://user:password@host:port/db
+  re='^postgres(ql)?://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?.*$'
+  [[ "$TEST_DATABASE_URL" =~ $re ]] || { echo "test: cannot read TEST_DATABASE_URL" >&2; exit 1; }
+  DB_DRIVER=postgres DB_USER="${BASH_REMATCH[2]}" DB_PASSWORD="${BASH_REMATCH[3]}" \
+    DB_HOST="${BASH_REMATCH[4]}" DB_PORT="${BASH_REMATCH[5]:-5432}" scripts/test-api.sh
+fi

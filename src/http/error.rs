@@ -55,10 +55,12 @@ impl ApiError {
                 Response::json(405, &json!({ "error": "Method not allowed", "allow": allow }))
                     .with_header("Allow", allow)
             }
+            // The unread body makes the connection unusable for another request.
             ApiError::PayloadTooLarge { limit } => Response::json(
                 413,
                 &json!({ "error": "Request body too large", "details": format!("the limit is {limit} bytes") }),
-            ),
+            )
+            .with_header("Connection", "close"),
             ApiError::InvalidBody(details) => {
                 Response::json(400, &json!({ "error": "Invalid request body", "details": details }))
             }

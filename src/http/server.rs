@@ -8,7 +8,7 @@
 //! or the drain deadline passes.
 
 use std::any::Any;
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -172,10 +172,26 @@ fn handle(state: &AppState, mut rq: tiny_http::Request) {
     let path = request::split_target(rq.url()).0.to_owned();
     let response = dispatch(|| router::route(state, &mut rq), &method, &path);
     let status = response.status;
+    if status != 413 {
+        drain_chunked_body(&mut rq);
+    }
     if let Err(err) = rq.respond(response.into_tiny()) {
         log::warn!("failed to send {status} for {method} {path}: {err}");
     }
     log::info!(target: "pizza_api::access", "{method} {path} {status} {:.3}ms", started.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Reads what is left of a chunked body the handler did not read. tiny_http
+/// skips the rest of a body sent with `Content-Length` by itself, but not of a
+/// chunked one, whose leftovers would be parsed as the next request on the
+/// connection.
+fn drain_chunked_body(rq: &mut tiny_http::Request) {
+    if request::header(rq, "Transfer-Encoding").is_some() {
+        let limit = request::MAX_BODY_BYTES as u64 + 1;
+        if let Err(err) = io::copy(&mut rq.as_reader().take(limit), &mut io::sink()) {
+            log::debug!("could not skip the rest of a request body: {err}");
+        }
+    }
 }
 
 /// Runs a handler, turning its error or its panic into a response.

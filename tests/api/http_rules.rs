@@ -81,3 +81,17 @@ both_backends!(
         assert_eq!(app.get("/livez?x=1").status, 200);
     }
 );
+
+both_backends!(
+    fn an_unread_chunked_body_does_not_spoil_the_next_request_on_the_connection(backend) {
+        let app = spawn_app(backend);
+
+        let raw = app.raw(
+            b"POST /api/v1/public/pizzas/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\nGET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+
+        assert!(raw.starts_with("HTTP/1.1 405"), "{raw}");
+        assert!(raw.contains(r#"{"status":"alive"}"#), "the second request is answered: {raw}");
+    }
+);

@@ -9,5 +9,6 @@ mod clients;
 mod health;
 mod http_rules;
 mod oauth;
+mod pizzas;
 mod seed;
 mod startup;
