@@ -2,8 +2,10 @@
 
 CARGO ?= cargo
 BIN   := target/release/pizza-api
+IMAGE ?= pizza-api:1.0.0
 
-.PHONY: run build test test-api lint fmt pg-start pg-stop clean
+.PHONY: run build test test-api lint fmt pg-start pg-stop bench bench-smoke \
+        k8s-validate lint-dockerfile openapi-check image clean
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
 run: build
@@ -13,9 +15,12 @@ run: build
 build:
 	$(CARGO) build --release --locked
 
-## test: every test on SQLite and PostgreSQL (starts and stops a private PostgreSQL)
+## test: every test on SQLite and PostgreSQL (starts and stops a private PostgreSQL),
+##       the end-to-end walk-through on both, and the manifest and Dockerfile checks
 test:
 	scripts/test.sh
+	scripts/k8s-validate.sh
+	scripts/lint-dockerfile.sh
 
 ## test-api: the end-to-end walk-through (scripts/test-api.sh) on SQLite and PostgreSQL
 test-api:
@@ -40,6 +45,30 @@ pg-start:
 ## pg-stop: stop and delete the private PostgreSQL
 pg-stop:
 	@scripts/pg-cluster.sh stop
+
+## bench: the full benchmark on SQLite and PostgreSQL (installs wrk if missing)
+bench:
+	scripts/bench.sh
+
+## bench-smoke: the benchmark with tiny counts, so it cannot rot (CI runs it)
+bench-smoke:
+	BENCH_QUICK=1 scripts/bench.sh
+
+## k8s-validate: validate k8s/ offline (kubernetes-validate --strict, yamllint)
+k8s-validate:
+	scripts/k8s-validate.sh
+
+## lint-dockerfile: hadolint on the Dockerfile
+lint-dockerfile:
+	scripts/lint-dockerfile.sh
+
+## openapi-check: validate /openapi.json and run schemathesis against a live server
+openapi-check:
+	scripts/openapi-check.sh
+
+## image: build the container image (needs a Docker engine)
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	$(CARGO) clean

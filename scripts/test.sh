@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on both databases:
-#   scripts/test.sh        cargo test, then scripts/test-api.sh on SQLite and PostgreSQL
+#   scripts/test.sh        cargo test, then on SQLite and on PostgreSQL the
+#                          end-to-end walk-through (scripts/test-api.sh) and the
+#                          OpenAPI conformance run (scripts/openapi-check.sh)
 #   scripts/test.sh api    only the end-to-end walk-through, on both
 #
 # PostgreSQL is a private cluster (scripts/pg-cluster.sh) on its own port,
@@ -27,18 +29,27 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   fi
 fi
 
+# Runs "$@" once on SQLite and once on the test PostgreSQL (DB_* from the URL).
+on_both_databases() {
+  DB_DRIVER=sqlite "$@"
+  [[ -n "${TEST_DATABASE_URL:-}" ]] || return 0
+  # postgres://user:password@host:port/db
+  local re='^postgres(ql)?://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?.*$'
+  [[ "$TEST_DATABASE_URL" =~ $re ]] || { echo "test: cannot read TEST_DATABASE_URL" >&2; exit 1; }
+  DB_DRIVER=postgres DB_USER="${BASH_REMATCH[2]}" DB_PASSWORD="${BASH_REMATCH[3]}" \
+    DB_HOST="${BASH_REMATCH[4]}" DB_PORT="${BASH_REMATCH[5]:-5432}" "$@"
+}
+
 if [[ "$MODE" == all ]]; then
   cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
 fi
 
-echo "== end-to-end walk-through (scripts/test-api.sh)"
 cargo build --release --locked --quiet
 export PIZZA_API_BIN=target/release/pizza-api
-DB_DRIVER=sqlite scripts/test-api.sh
-if [[ -n "${TEST_DATABASE_URL:-}" ]]; then
-  # postgres://user:password@host:port/db
-  re='^postgres(ql)?://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?.*$'
-  [[ "$TEST_DATABASE_URL" =~ $re ]] || { echo "test: cannot read TEST_DATABASE_URL" >&2; exit 1; }
-  DB_DRIVER=postgres DB_USER="${BASH_REMATCH[2]}" DB_PASSWORD="${BASH_REMATCH[3]}" \
-    DB_HOST="${BASH_REMATCH[4]}" DB_PORT="${BASH_REMATCH[5]:-5432}" scripts/test-api.sh
+echo "== end-to-end walk-through (scripts/test-api.sh)"
+on_both_databases scripts/test-api.sh
+
+if [[ "$MODE" == all ]]; then
+  echo "== OpenAPI conformance (scripts/openapi-check.sh)"
+  OPENAPI_CHECK_MAX_EXAMPLES="${OPENAPI_CHECK_MAX_EXAMPLES:-25}" on_both_databases scripts/openapi-check.sh
 fi

@@ -5,17 +5,16 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::auth::{JwtKeys, secrets};
+use crate::auth::JwtKeys;
+use crate::auth::cache::CredentialCache;
+use crate::auth::secrets::{self, DummyHash};
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::http::HttpServer;
 use crate::http::server::{self, StopHandle, StopReason};
+use crate::metrics::Metrics;
 use crate::seed::{self, SeedError};
-
-/// How long a stopping server waits for accepted requests to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a request handler can reach.
 pub struct AppState {
@@ -23,9 +22,12 @@ pub struct AppState {
     pub db: Db,
     /// Signs and checks access tokens.
     pub jwt: JwtKeys,
-    /// A bcrypt hash at `BCRYPT_COST` to check secrets of unknown clients
-    /// against, so they cost as much as known ones.
-    pub dummy_hash: String,
+    /// What secrets of unknown clients are checked against.
+    pub dummy_hash: DummyHash,
+    /// Secrets that already passed bcrypt, so repeated tokens skip it.
+    pub credentials: CredentialCache,
+    /// Request counts and durations for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -68,6 +70,7 @@ impl From<DbError> for StartupError {
 /// A started service: database open, schema current, listener bound, workers running.
 pub struct Application {
     server: HttpServer,
+    state: Arc<AppState>,
 }
 
 impl Application {
@@ -84,14 +87,17 @@ impl Application {
         seed::bootstrap(&db, &config).map_err(StartupError::Seed)?;
         seed::seed_dev_data(&db, &config).map_err(StartupError::Seed)?;
         let jwt = JwtKeys::new(&jwt_key(&config)?, config.jwt_expiration);
-        let dummy_hash = secrets::hash("not-a-client-secret", config.bcrypt_cost).map_err(StartupError::Secret)?;
+        let dummy_hash = DummyHash::new(config.bcrypt_cost);
+        let credentials = CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?);
 
         let listener = server::bind(&config.host, config.port)
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
-        let state = Arc::new(AppState { config, db, jwt, dummy_hash });
-        let server = HttpServer::start(listener, state, workers)
+        let state = Arc::new(AppState { config, db, jwt, dummy_hash, credentials, metrics: Metrics::default() });
+        let warm = Arc::clone(&state);
+        std::thread::spawn(move || warm.dummy_hash.get().len());
+        let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Listen { addr: "worker threads".into(), cause })?;
         log::info!(
             "pizza-api {} listening on http://{} ({} database, {workers} workers)",
@@ -99,7 +105,7 @@ impl Application {
             server.local_addr(),
             driver
         );
-        Ok(Application { server })
+        Ok(Application { server, state })
     }
 
     /// The address the server listens on.
@@ -112,11 +118,23 @@ impl Application {
         self.server.stop_handle()
     }
 
-    /// Serves until stopped, then drains accepted requests.
+    /// Serves until stopped (SIGTERM or SIGINT, or a failed listener), then
+    /// finishes the requests already accepted, waiting at most
+    /// `SHUTDOWN_TIMEOUT`, and closes the database connections.
     pub fn run(self) -> Result<(), StartupError> {
-        let (reason, drained) = self.server.wait(DRAIN_TIMEOUT);
-        if !drained {
-            log::warn!("some requests were still running after {}s; exiting anyway", DRAIN_TIMEOUT.as_secs());
+        let stop = self.stop_handle();
+        if let Err(err) = watch_signals(stop) {
+            log::warn!("cannot watch SIGTERM/SIGINT ({err}); stop the service with SIGKILL");
+        }
+        let drain = self.state.config.shutdown_timeout;
+        let (reason, drained) = self.server.wait(drain);
+        if drained {
+            // The workers are gone, so this was the last reference: the pools
+            // close their connections here.
+            drop(self.state);
+            log::info!("all accepted requests answered; database connections closed");
+        } else {
+            log::warn!("requests still running after {}s (SHUTDOWN_TIMEOUT); exiting anyway", drain.as_secs());
         }
         match reason {
             StopReason::Requested(why) => {
@@ -126,6 +144,24 @@ impl Application {
             StopReason::ListenerFailed(cause) => Err(StartupError::Stopped(cause)),
         }
     }
+}
+
+/// Turns the first SIGTERM or SIGINT into a graceful stop; a second one
+/// ends the process at once (a second Ctrl-C means "now").
+fn watch_signals(stop: StopHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+            if stop.is_stopping() {
+                log::warn!("{name} again: exiting without waiting");
+                std::process::exit(1);
+            }
+            stop.stop(StopReason::Requested(name.to_owned()));
+        }
+    })?;
+    Ok(())
 }
 
 /// The JWT key: `JWT_SECRET`, or (development only; production requires

@@ -1,7 +1,10 @@
 //! The command line: what `main` runs, and the one place where a fatal error
 //! is reported and the exit code chosen.
 
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use log::LevelFilter;
 
@@ -15,6 +18,8 @@ Usage: pizza-api [COMMAND]
 
 Commands:
   serve        run the service (the default)
+  healthcheck  ask the running service's /health on APP_PORT; exit 0 when
+               it answers 200, 1 otherwise (for container HEALTHCHECKs)
 
 Options:
   -h, --help       print this help
@@ -31,6 +36,7 @@ const EXIT_USAGE: u8 = 2;
 pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") if args.len() <= 1 => serve(),
+        Some("healthcheck") if args.len() == 1 => healthcheck(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -96,4 +102,52 @@ fn init_logging(level: LevelFilter) {
         eprintln!("pizza-api: cannot start logging: {err}");
     }
     std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+}
+
+/// How long the health check may take in all.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `pizza-api healthcheck`: GET /health on the local service. Reads only
+/// `APP_HOST` and `APP_PORT` (from the environment or `.env`), so settings
+/// the check does not need cannot make it fail.
+fn healthcheck() -> ExitCode {
+    let _ = load_dotenv();
+    let port = std::env::var("APP_PORT").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "8080".into());
+    let host = match std::env::var("APP_HOST").unwrap_or_default().as_str() {
+        "" | "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_owned(),
+        host => host.to_owned(),
+    };
+    match probe(&host, &port) {
+        Ok(200) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("unhealthy: /health answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            println!("unhealthy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(host: &str, port: &str) -> Result<u16, String> {
+    let port: u16 = port.parse().map_err(|_| format!("APP_PORT {port:?} is not a port"))?;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(HEALTHCHECK_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(HEALTHCHECK_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+    // "HTTP/1.1 200"
+    std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "not an HTTP answer".into())
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_SCOPES: &str = "read write";
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 
 /// What the token endpoint needs to know about a client.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TokenClient {
     pub secret_hash: String,
     pub scopes: String,
@@ -104,6 +104,7 @@ pub fn delete(state: &AppState, rq: &tiny_http::Request, id: &str) -> Result<Res
     if !soft_delete(&state.db, id, caller.user_id)? {
         return Err(ApiError::NotFound("Client not found"));
     }
+    state.credentials.forget(id);
     log::info!("client {id} deleted by user {}", caller.user_id);
     Ok(Response::no_content())
 }
@@ -211,8 +212,17 @@ const SOFT_DELETE: &str = "UPDATE oauth_clients SET deleted_at = $1, updated_at 
 const SELECT_HASH: &str = "SELECT secret_hash FROM oauth_clients WHERE id = $1 AND deleted_at IS NULL";
 const UPDATE_HASH: &str = "UPDATE oauth_clients SET secret_hash = $1, updated_at = $2 WHERE id = $3";
 
+/// Whether `id` could name a stored client at all: text with NUL cannot be
+/// stored (nor even sent to PostgreSQL), so no client has such an ID.
+fn storable(id: &str) -> bool {
+    !id.contains('\0')
+}
+
 /// The active client `id` with its owner's role, for the token endpoint.
 pub fn find_for_token(db: &Db, id: &str) -> Result<Option<TokenClient>, DbError> {
+    if !storable(id) {
+        return Ok(None);
+    }
     let found = match db {
         Db::Sqlite(sqlite) => {
             let conn = sqlite.pool.get()?;
@@ -310,6 +320,9 @@ pub fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<ClientView>, DbError> 
 
 /// Marks the caller's client `id` deleted; false when there was none to delete.
 pub fn soft_delete(db: &Db, id: &str, user_id: i64) -> Result<bool, DbError> {
+    if !storable(id) {
+        return Ok(false);
+    }
     let now = clock::now();
     let changed = match db {
         Db::Sqlite(sqlite) => sqlite

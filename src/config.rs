@@ -138,6 +138,9 @@ pub struct Config {
     pub seed_dev_data: Option<bool>,
     /// `WORKERS`: HTTP worker threads.
     pub workers: usize,
+    /// `SHUTDOWN_TIMEOUT`: how long a stopping server waits for the requests
+    /// it accepted before it exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 /// A configuration value that cannot be used; `Display` is the one-line message.
@@ -256,6 +259,10 @@ impl Config {
             ));
         }
 
+        if app_env == AppEnv::Production {
+            refuse_placeholders(&env)?;
+        }
+
         Ok(Config {
             app_env,
             host: env.text("APP_HOST", "localhost"),
@@ -270,6 +277,7 @@ impl Config {
             bcrypt_cost: env.number("BCRYPT_COST", 10, 4, 31)? as u32,
             seed_dev_data: env.boolean("SEED_DEV_DATA")?,
             workers: env.number("WORKERS", default_workers() as u64, 1, 1024)? as usize,
+            shutdown_timeout: Duration::from_secs(env.number("SHUTDOWN_TIMEOUT", 10, 1, 3600)?),
         })
     }
 
@@ -296,7 +304,7 @@ impl Config {
         format!(
             "APP_ENV={} APP_HOST={} APP_PORT={} LOG_LEVEL={} WORKERS={} {} MAX_OPEN_CONNS={} MAX_IDLE_CONNS={} \
              CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
-             BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={}",
+             BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={} SHUTDOWN_TIMEOUT={}",
             match self.app_env {
                 AppEnv::Development => "development",
                 AppEnv::Production => "production",
@@ -316,8 +324,22 @@ impl Config {
             masked(&self.bootstrap_client_secret),
             self.bcrypt_cost,
             self.seed_enabled(),
+            self.shutdown_timeout.as_secs(),
         )
     }
+}
+
+/// The secrets k8s/secret.yaml ships with start with this; production
+/// refuses them, so a forgotten placeholder cannot become a real key.
+const PLACEHOLDER_PREFIX: &str = "REPLACE-ME";
+
+fn refuse_placeholders(env: &Env<'_>) -> Result<(), ConfigError> {
+    for variable in ["JWT_SECRET", "DB_PASSWORD", "BOOTSTRAP_CLIENT_SECRET"] {
+        if env.secret(variable).is_some_and(|s| s.expose().starts_with(PLACEHOLDER_PREFIX)) {
+            return Err(invalid(variable, "still holds the REPLACE-ME placeholder from k8s/secret.yaml".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Four workers per core: a worker spends much of a request waiting on the
@@ -441,6 +463,14 @@ mod tests {
         let long = "x".repeat(MIN_PRODUCTION_JWT_SECRET_BYTES);
         let config = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long), ("SEED_DEV_DATA", "true")]).unwrap();
         assert!(config.seed_enabled());
+    }
+
+    #[test]
+    fn production_refuses_the_manifest_placeholders() {
+        let err =
+            parse(&[("APP_ENV", "production"), ("JWT_SECRET", "REPLACE-ME-jwt-signing-key-at-least-32-bytes-long")])
+                .unwrap_err();
+        assert_eq!(err.variable, "JWT_SECRET");
     }
 
     #[test]

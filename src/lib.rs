@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod pizzas;
 pub mod seed;
 pub mod users;

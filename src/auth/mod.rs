@@ -2,6 +2,7 @@
 //! tokens (`jwt`), client secrets (`secrets`), and the checks protected routes
 //! run on their caller (this module).
 
+pub mod cache;
 pub mod jwt;
 pub mod secrets;
 pub mod token;

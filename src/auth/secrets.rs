@@ -2,8 +2,12 @@
 //! source, hashing them with bcrypt, and checking a presented secret in
 //! constant work whether or not the client exists.
 
+use std::sync::OnceLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::metrics::BcryptInFlight;
 
 /// bcrypt reads at most 72 bytes including a terminating zero, so 71 bytes of
 /// secret; longer secrets are refused rather than silently cut (two secrets
@@ -29,7 +33,33 @@ pub fn new_client_id() -> Result<String, String> {
 
 /// The bcrypt hash of `secret` at `cost`.
 pub fn hash(secret: &str, cost: u32) -> Result<String, String> {
+    let _in_flight = BcryptInFlight::start();
     bcrypt::non_truncating_hash(secret, cost).map_err(|e| format!("cannot hash a secret: {e}"))
+}
+
+/// The bcrypt hash that secrets of unknown clients are checked against, so
+/// they cost as much as known ones. Made on first use (start-up warms it in
+/// the background rather than spend a bcrypt on the way to ready).
+pub struct DummyHash {
+    cost: u32,
+    hash: OnceLock<String>,
+}
+
+impl DummyHash {
+    /// A dummy hash at `cost` (`BCRYPT_COST`), not yet made.
+    pub fn new(cost: u32) -> DummyHash {
+        DummyHash { cost, hash: OnceLock::new() }
+    }
+
+    /// The hash; the first caller makes it, callers meanwhile wait for it.
+    pub fn get(&self) -> &str {
+        self.hash.get_or_init(|| {
+            // Hashing a fixed text cannot fail for a cost the config accepted;
+            // should it, a hash of cost 10 still makes checks cost something.
+            hash("not-a-client-secret", self.cost)
+                .unwrap_or_else(|_| "$2b$10$abcdefghijklmnopqrstuuJvvCKcCRXYgW8jMfS7HF5vGCEsjGXEK".to_owned())
+        })
+    }
 }
 
 /// Whether `secret` matches `hash`. Without a hash (unknown client) the
@@ -37,6 +67,7 @@ pub fn hash(secret: &str, cost: u32) -> Result<String, String> {
 /// answer takes as long either way and reveals nothing about which client
 /// IDs exist.
 pub fn verify(secret: &str, hash: Option<&str>, dummy_hash: &str) -> bool {
+    let _in_flight = BcryptInFlight::start();
     let target = hash.unwrap_or(dummy_hash);
     let acceptable = secret.len() <= MAX_SECRET_BYTES;
     // Even a secret that is refused for its length costs a full check.

@@ -6,13 +6,15 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use std::sync::atomic::Ordering;
+
 use super::jwt::Claims;
 use super::secrets;
 use crate::app::AppState;
 use crate::clients::{self, TokenClient};
-use crate::clock;
 use crate::http::request::{form_pairs, header, read_body};
 use crate::http::{ApiError, Response};
+use crate::{clock, metrics};
 
 /// The success body (RFC 6749 §5.1).
 #[derive(Serialize)]
@@ -146,16 +148,30 @@ fn credentials(basic: Option<(String, String)>, params: &Params) -> Result<Crede
 }
 
 /// The client, when the secret is right. Unknown, deleted and wrong-secret
-/// clients cost the same bcrypt work and get the same answer.
+/// clients cost the same bcrypt work and get the same answer; a secret that
+/// already passed bcrypt against the stored hash skips it (see `cache`).
 fn authenticate_client(state: &AppState, credentials: &Credentials) -> Result<TokenClient, ApiError> {
-    let client = clients::find_for_token(&state.db, &credentials.id)?;
-    let hash = client.as_ref().map(|c| c.secret_hash.as_str());
-    if secrets::verify(&credentials.secret, hash, &state.dummy_hash) {
-        if let Some(client) = client {
-            return Ok(client);
+    let (id, secret) = (credentials.id.as_str(), credentials.secret.as_str());
+    let client = clients::find_for_token(&state.db, id)?;
+    let stored_hash = client.as_ref().map(|c| c.secret_hash.as_str());
+    let verified = match stored_hash {
+        Some(hash) if state.credentials.is_verified(id, secret, hash) => {
+            metrics::CREDENTIAL_CACHE_HITS.fetch_add(1, Ordering::Relaxed);
+            true
         }
+        _ => {
+            metrics::CREDENTIAL_CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
+            let verified = secrets::verify(secret, stored_hash, state.dummy_hash.get());
+            if let (Some(hash), true) = (stored_hash, verified) {
+                state.credentials.remember(id, secret, hash);
+            }
+            verified
+        }
+    };
+    match client {
+        Some(client) if verified => Ok(client),
+        _ => Err(invalid_client(credentials.basic)),
     }
-    Err(invalid_client(credentials.basic))
 }
 
 /// The scopes the token gets: those asked for, which must all be the

@@ -50,6 +50,14 @@ pub struct SqliteDb {
     file_id: Option<FileId>,
 }
 
+/// A snapshot of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// A database failure, sorted by what the client should be told.
 #[derive(Debug)]
 pub enum DbError {
@@ -75,6 +83,8 @@ impl std::error::Error for DbError {}
 
 impl From<r2d2::Error> for DbError {
     fn from(err: r2d2::Error) -> DbError {
+        // r2d2's only error: the wait for a connection timed out.
+        crate::metrics::POOL_WAIT_TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         DbError::Unavailable(format!("no database connection within the wait limit: {err}"))
     }
 }
@@ -167,6 +177,15 @@ impl Db {
                 }
             }
         }
+    }
+
+    /// How many connections the pool holds, in use and idle, and its size.
+    pub fn pool_state(&self) -> PoolState {
+        let (state, max) = match self {
+            Db::Sqlite(sqlite) => (sqlite.pool.state(), sqlite.pool.max_size()),
+            Db::Postgres(pool) => (pool.state(), pool.max_size()),
+        };
+        PoolState { in_use: state.connections - state.idle_connections, idle: state.idle_connections, max }
     }
 
     /// `sqlite` or `postgres`.

@@ -43,7 +43,31 @@ pub fn json_body(rq: &mut tiny_http::Request) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidBody("the request body is empty; a JSON object is required".into()));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(format!("the body is not valid JSON: {e}")))
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
+    if let Some(path) = nul_in(&value, "") {
+        return Err(ApiError::InvalidBody(format!(
+            "{path} contains a NUL character (\\u0000), which text may not hold"
+        )));
+    }
+    Ok(value)
+}
+
+/// Where a string of `value` holds a NUL character (`name`, `ingredients[2]`),
+/// if anywhere. Text with NUL cannot be stored in PostgreSQL, so it is refused
+/// on every database alike.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            Some(if path.is_empty() { "the body".into() } else { path.into() })
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            if key.contains('\0') { Some(here) } else { nul_in(item, &here) }
+        }),
+        _ => None,
+    }
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (a query string or a form body).
@@ -59,6 +83,13 @@ mod tests {
     fn a_target_splits_into_path_and_query() {
         assert_eq!(split_target("/a/b?x=1&y=2"), ("/a/b", "x=1&y=2"));
         assert_eq!(split_target("/a"), ("/a", ""));
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_found_with_its_path() {
+        let value = serde_json::json!({"name": "ok", "ingredients": ["a", "b\u{0}"]});
+        assert_eq!(nul_in(&value, "").as_deref(), Some("ingredients[1]"));
+        assert_eq!(nul_in(&serde_json::json!({"a": [1, {"b": "fine"}]}), ""), None);
     }
 
     #[test]

@@ -1,61 +1,143 @@
-//! The router: one `match` on the path's segments, then on the method. A known
-//! path with a method it does not serve is a 405 with `Allow`; anything else
-//! is a 404.
+//! The router: the path names a [`Route`] (or nothing: 404), then one `match`
+//! on route and method picks the handler; a known route with a method it does
+//! not serve is a 405 with `Allow`.
 
 use tiny_http::Method;
 
-use super::request::{MAX_BODY_BYTES, split_target};
+use super::request::MAX_BODY_BYTES;
 use super::{ApiError, Response};
 use crate::app::AppState;
-use crate::{auth, clients, health, pizzas};
+use crate::{auth, clients, health, metrics, pizzas};
 
-/// Routes one request to its handler.
-pub fn route(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, ApiError> {
-    let target = rq.url().to_owned();
-    let (path, query) = split_target(&target);
-    let method = rq.method().clone();
-    // Refused before routing: no route takes a body this large, and reading
-    // it to find that out would cost the whole upload.
+/// Every resource the service has. Path parameters are kept as text; the
+/// handler decides whether they parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    Health,
+    Livez,
+    Metrics,
+    OpenApi,
+    Token,
+    PublicPizzas,
+    PublicPizza(&'a str),
+    Pizzas,
+    Pizza(&'a str),
+    Clients,
+    Client(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route a path names, if any. A path with an empty segment (`//`,
+    /// a trailing `/`) names nothing.
+    pub fn parse(path: &'a str) -> Option<Route<'a>> {
+        let rest = path.strip_prefix('/')?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        Some(match segments.as_slice() {
+            ["health"] => Route::Health,
+            ["livez"] => Route::Livez,
+            ["metrics"] => Route::Metrics,
+            ["openapi.json"] => Route::OpenApi,
+            ["api", "v1", "oauth", "token"] => Route::Token,
+            ["api", "v1", "public", "pizzas"] => Route::PublicPizzas,
+            ["api", "v1", "public", "pizzas", id] => Route::PublicPizza(id),
+            ["api", "v1", "pizzas"] => Route::Pizzas,
+            ["api", "v1", "pizzas", id] => Route::Pizza(id),
+            ["api", "v1", "clients"] => Route::Clients,
+            ["api", "v1", "clients", id] => Route::Client(id),
+            _ => return None,
+        })
+    }
+
+    /// The path with its parameters as placeholders: what logs and metrics
+    /// name, so that raw IDs never become label values.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Health => "/health",
+            Route::Livez => "/livez",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Token => "/api/v1/oauth/token",
+            Route::PublicPizzas => "/api/v1/public/pizzas",
+            Route::PublicPizza(_) => "/api/v1/public/pizzas/{id}",
+            Route::Pizzas => "/api/v1/pizzas",
+            Route::Pizza(_) => "/api/v1/pizzas/{id}",
+            Route::Clients => "/api/v1/clients",
+            Route::Client(_) => "/api/v1/clients/{id}",
+        }
+    }
+
+    /// The methods the route serves, for `Allow`.
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Route::Token | Route::Pizzas => "POST",
+            Route::Pizza(_) => "PUT, DELETE",
+            Route::Clients => "GET, HEAD, POST",
+            Route::Client(_) => "DELETE",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
+/// The template of routes that do not exist.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Routes one request to the handler of `route` (`None`: no such path).
+pub fn route(
+    state: &AppState,
+    rq: &mut tiny_http::Request,
+    route: Option<Route<'_>>,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let Some(route) = route else { return Err(not_found()) };
+    // Refused before any handler runs: no route takes a body this large, and
+    // reading it to find that out would cost the whole upload.
     if rq.body_length().is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
     }
-    let Some(segments) = segments(path) else { return Err(not_found()) };
+    let method = rq.method().clone();
+    dispatch(state, rq, route, &method, query)
+}
 
+fn dispatch(
+    state: &AppState,
+    rq: &mut tiny_http::Request,
+    route: Route<'_>,
+    method: &Method,
+    query: &str,
+) -> Result<Response, ApiError> {
     use Method::{Delete, Get, Head, Post, Put};
-    match (segments.as_slice(), &method) {
-        (["health"], Get | Head) => Ok(health::health(state)),
-        (["livez"], Get | Head) => Ok(health::livez()),
-        (["health"] | ["livez"], _) => Err(not_allowed("GET, HEAD")),
+    match (route, method) {
+        (Route::Health, Get | Head) => Ok(health::health(state)),
+        (Route::Livez, Get | Head) => Ok(health::livez()),
+        (Route::Metrics, Get | Head) => Ok(metrics::render(state)),
+        (Route::OpenApi, Get | Head) => Ok(openapi()),
 
-        (["api", "v1", "oauth", "token"], Post) => auth::token::issue(state, rq),
-        (["api", "v1", "oauth", "token"], _) => Err(not_allowed("POST")),
+        (Route::Token, Post) => auth::token::issue(state, rq),
 
-        (["api", "v1", "public", "pizzas"], Get | Head) => pizzas::list(state, query),
-        (["api", "v1", "public", "pizzas"], _) => Err(not_allowed("GET, HEAD")),
-        (["api", "v1", "public", "pizzas", id], Get | Head) => pizzas::get(state, id),
-        (["api", "v1", "public", "pizzas", _], _) => Err(not_allowed("GET, HEAD")),
-        (["api", "v1", "pizzas"], Post) => pizzas::create(state, rq),
-        (["api", "v1", "pizzas"], _) => Err(not_allowed("POST")),
-        (["api", "v1", "pizzas", id], Put) => pizzas::update(state, rq, id),
-        (["api", "v1", "pizzas", id], Delete) => pizzas::delete(state, rq, id),
-        (["api", "v1", "pizzas", _], _) => Err(not_allowed("PUT, DELETE")),
+        (Route::PublicPizzas, Get | Head) => pizzas::list(state, query),
+        (Route::PublicPizza(id), Get | Head) => pizzas::get(state, id),
+        (Route::Pizzas, Post) => pizzas::create(state, rq),
+        (Route::Pizza(id), Put) => pizzas::update(state, rq, id),
+        (Route::Pizza(id), Delete) => pizzas::delete(state, rq, id),
 
-        (["api", "v1", "clients"], Get | Head) => clients::list(state, rq),
-        (["api", "v1", "clients"], Post) => clients::create(state, rq),
-        (["api", "v1", "clients"], _) => Err(not_allowed("GET, HEAD, POST")),
-        (["api", "v1", "clients", id], Delete) => clients::delete(state, rq, &decode_segment(id)?),
-        (["api", "v1", "clients", _], _) => Err(not_allowed("DELETE")),
+        (Route::Clients, Get | Head) => clients::list(state, rq),
+        (Route::Clients, Post) => clients::create(state, rq),
+        (Route::Client(id), Delete) => clients::delete(state, rq, &decode_segment(id)?),
 
-        _ => Err(not_found()),
+        (route, _) => Err(ApiError::MethodNotAllowed { allow: route.allow() }),
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 description of the whole API.
+fn openapi() -> Response {
+    Response::json_bytes(200, include_bytes!("../openapi.json").to_vec())
 }
 
 fn not_found() -> ApiError {
     ApiError::NotFound("Not found")
-}
-
-fn not_allowed(allow: &'static str) -> ApiError {
-    ApiError::MethodNotAllowed { allow }
 }
 
 /// A path segment with its percent-escapes decoded (client IDs are free text).
@@ -63,28 +145,26 @@ fn decode_segment(segment: &str) -> Result<String, ApiError> {
     percent_encoding::percent_decode_str(segment).decode_utf8().map(|s| s.into_owned()).map_err(|_| not_found())
 }
 
-/// The path's segments; `None` for a path with an empty segment (`//`, or a
-/// trailing `/`), which names no resource.
-fn segments(path: &str) -> Option<Vec<&str>> {
-    let rest = path.strip_prefix('/')?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    segments.iter().all(|s| !s.is_empty()).then_some(segments)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::segments;
+    use super::Route;
 
     #[test]
-    fn a_path_splits_into_segments() {
-        assert_eq!(segments("/api/v1/pizzas/7"), Some(vec!["api", "v1", "pizzas", "7"]));
+    fn a_path_names_its_route_with_parameters() {
+        assert_eq!(Route::parse("/api/v1/pizzas/7"), Some(Route::Pizza("7")));
+        assert_eq!(Route::parse("/api/v1/public/pizzas"), Some(Route::PublicPizzas));
+        assert_eq!(Route::parse("/api/v1/clients/abc"), Some(Route::Client("abc")));
     }
 
     #[test]
     fn an_empty_segment_names_nothing() {
-        assert_eq!(segments("/health/"), None);
-        assert_eq!(segments("//health"), None);
-        assert_eq!(segments("/"), None);
-        assert_eq!(segments("health"), None);
+        for path in ["/health/", "//health", "/", "health", "/api/v1/pizzas/"] {
+            assert_eq!(Route::parse(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn templates_never_contain_parameters() {
+        assert_eq!(Route::parse("/api/v1/pizzas/12345").unwrap().template(), "/api/v1/pizzas/{id}");
     }
 }

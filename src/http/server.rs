@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use super::error::internal_error;
-use super::{ApiError, Response, request, router};
+use super::router::{self, Route};
+use super::{ApiError, Response, request};
 use crate::app::AppState;
+use crate::metrics;
 
 /// How often an idle worker checks whether the server is stopping.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -149,7 +151,7 @@ impl HttpServer {
 fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle) {
     loop {
         match server.recv_timeout(IDLE_POLL) {
-            Ok(Some(rq)) => handle(state, rq),
+            Ok(Some(rq)) => handle(state, stop, rq),
             Ok(None) if stop.is_stopping() => return,
             Ok(None) => {}
             // Once stopping, the accept loop failing is the shutdown we caused.
@@ -163,14 +165,22 @@ fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle) {
 }
 
 /// Serves one request: route it, turn failures and panics into responses,
-/// write the answer, and log one access line.
-fn handle(state: &AppState, mut rq: tiny_http::Request) {
+/// write the answer, count it, and log one access line.
+fn handle(state: &AppState, stop: &StopHandle, mut rq: tiny_http::Request) {
     let started = Instant::now();
+    let _in_flight = metrics::RequestInFlight::start();
     let method = rq.method().clone();
+    let target = rq.url().to_owned();
     // The query string is left out of every log line: clients sometimes put
     // credentials there.
-    let path = request::split_target(rq.url()).0.to_owned();
-    let response = dispatch(|| router::route(state, &mut rq), &method, &path);
+    let (path, query) = request::split_target(&target);
+    let route = Route::parse(path);
+    let template = route.map_or(router::UNMATCHED, |r| r.template());
+    let mut response = dispatch(|| router::route(state, &mut rq, route, query), &method, path);
+    if stop.is_stopping() {
+        // Keep-alive clients should reconnect elsewhere: this process is leaving.
+        response = response.with_header("Connection", "close");
+    }
     let status = response.status;
     if status != 413 {
         drain_chunked_body(&mut rq);
@@ -178,7 +188,9 @@ fn handle(state: &AppState, mut rq: tiny_http::Request) {
     if let Err(err) = rq.respond(response.into_tiny()) {
         log::warn!("failed to send {status} for {method} {path}: {err}");
     }
-    log::info!(target: "pizza_api::access", "{method} {path} {status} {:.3}ms", started.elapsed().as_secs_f64() * 1e3);
+    let elapsed = started.elapsed();
+    state.metrics.observe(metrics::method_label(&method), template, status, elapsed);
+    log::info!(target: "pizza_api::access", "{method} {path} {status} {:.3}ms", elapsed.as_secs_f64() * 1e3);
 }
 
 /// Reads what is left of a chunked body the handler did not read. tiny_http

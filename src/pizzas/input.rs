@@ -135,6 +135,9 @@ impl ListQuery {
         let mut parsed = ListQuery { name: None, created_by: None, limit: DEFAULT_PAGE_SIZE, offset: 0 };
         for (key, value) in form_pairs(query.as_bytes()) {
             match key.as_str() {
+                "name" if value.contains('\0') => {
+                    return Err(invalid("name", "name must not contain a NUL character".into()));
+                }
                 "name" => parsed.name = Some(fold(&value)),
                 "created_by" => parsed.created_by = Some(integer("created_by", &value, 1, i64::MAX)?),
                 "limit" => parsed.limit = integer("limit", &value, 1, MAX_PAGE_SIZE)?,
@@ -269,7 +272,7 @@ mod tests {
 
     #[test]
     fn out_of_range_paging_is_rejected() {
-        for query in ["limit=0", "limit=1001", "limit=abc", "offset=-1", "created_by=0", "created_by=x"] {
+        for query in ["name=a%00b", "limit=0", "limit=1001", "limit=abc", "offset=-1", "created_by=0", "created_by=x"] {
             assert!(ListQuery::parse(query).is_err(), "{query}");
         }
     }

@@ -665,3 +665,80 @@ impl TestApp {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Processes and tools
+
+impl TestApp {
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        self.wait_exit(limit)
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+/// The Python of the project's venv with `modules` importable (each given
+/// as (module, PyPI package)); `None` when the venv cannot be made, which
+/// fails the test under `CI=true`.
+pub fn python_with(modules: &[(&str, &str)]) -> Option<PathBuf> {
+    let mut command = Command::new(repo_root().join("scripts/venv.sh"));
+    command.arg("require");
+    for (module, package) in modules {
+        command.args([module, package]);
+    }
+    let output = command.output().ok().filter(|o| o.status.success());
+    match output {
+        Some(out) => Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but the Python venv is unavailable"),
+        None => {
+            eprintln!("\n!!! SKIPPED: no Python venv with {modules:?} (needs python3 and PyPI) !!!\n");
+            None
+        }
+    }
+}
+
+/// The repository root (for scripts).
+pub fn repo_path(relative: &str) -> PathBuf {
+    repo_root().join(relative)
+}
+
+/// A form POST from a client of its own (for use from other threads).
+pub fn post_form(url: &str, form: &str) -> TestResponse {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut response = agent
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(form.as_bytes())
+        .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    TestResponse { status, headers, body }
+}

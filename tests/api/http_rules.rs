@@ -95,3 +95,39 @@ both_backends!(
         assert!(raw.contains(r#"{"status":"alive"}"#), "the second request is answered: {raw}");
     }
 );
+
+both_backends!(
+    fn text_with_a_nul_character_is_refused_the_same_way_on_both_databases(backend) {
+        let app = spawn_app(backend);
+        let admin = crate::helpers::bearer(&app.admin_token());
+        let json = |method: &str, path: &str, body: &str| {
+            app.request(method, path, &[("Authorization", &admin), ("Content-Type", "application/json")], Some(body.as_bytes()))
+        };
+
+        let bodies = [
+            json("POST", "/api/v1/pizzas", r#"{"name":"a\u0000b","price":1}"#),
+            json("POST", "/api/v1/pizzas", r#"{"name":"a","description":"x\u0000","price":1}"#),
+            json("POST", "/api/v1/pizzas", r#"{"name":"a","ingredients":["x\u0000"],"price":1}"#),
+            json("PUT", "/api/v1/pizzas/1", r#"{"name":"a\u0000b","price":1}"#),
+            json("POST", "/api/v1/clients", r#"{"name":"a\u0000b"}"#),
+        ];
+        let filter = app.get("/api/v1/public/pizzas?name=a%00b");
+        let delete = app.request("DELETE", "/api/v1/clients/a%00b", &[("Authorization", &admin)], None);
+        let form = app.token_request("grant_type=client_credentials&client_id=a%00b&client_secret=x", &[]);
+        let basic = app.token_request(
+            "grant_type=client_credentials",
+            &[("Authorization", &crate::helpers::basic_auth("a\u{0}b", "x"))],
+        );
+
+        for response in &bodies {
+            assert_eq!(response.status, 400, "{}", response.body);
+            assert_eq!(response.json()["error"], "Invalid request body");
+            assert!(response.json()["details"].as_str().unwrap().contains("NUL"));
+        }
+        assert_eq!((filter.status, filter.json()["field"].as_str()), (400, Some("name")));
+        assert_eq!(delete.status, 404);
+        assert_eq!((form.status, form.json()["error"].as_str()), (401, Some("invalid_client")));
+        assert_eq!((basic.status, basic.json()["error"].as_str()), (401, Some("invalid_client")));
+        assert!(!app.log().contains("ERROR"), "no internal error: {}", app.log());
+    }
+);

@@ -9,6 +9,7 @@ mod clients;
 mod health;
 mod http_rules;
 mod oauth;
+mod operations;
 mod pizzas;
 mod seed;
 mod startup;

@@ -274,3 +274,51 @@ both_backends!(
         assert_eq!(response.status, 200, "{}", response.body);
     }
 );
+
+fn counter(app: &TestApp, name: &str) -> u64 {
+    let text = app.get("/metrics").body;
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+both_backends!(
+    fn a_repeated_correct_secret_skips_bcrypt_and_any_other_pays_it(backend) {
+        let app = spawn_app(backend);
+        let hits = || counter(&app, "pizza_api_credential_cache_hits_total");
+        let misses = || counter(&app, "pizza_api_credential_cache_misses_total");
+        let wrong = "grant_type=client_credentials&client_id=dev-client&client_secret=dev-secret-124";
+
+        app.admin_token();
+        let (h0, m0) = (hits(), misses());
+        app.admin_token();
+        let (h1, m1) = (hits(), misses());
+        let refused = app.token_request(wrong, &[]);
+        let (h2, m2) = (hits(), misses());
+        app.admin_token();
+        let (h3, m3) = (hits(), misses());
+
+        assert_eq!((h1 - h0, m1 - m0), (1, 0), "the second token came from the cache");
+        assert_eq!(refused.status, 401);
+        assert_eq!((h2 - h1, m2 - m1), (0, 1), "a wrong secret paid bcrypt");
+        assert_eq!((h3 - h2, m3 - m2), (1, 0), "the right one is still cached");
+    }
+);
+
+both_backends!(
+    fn a_cached_secret_stops_working_when_the_stored_hash_changes(backend) {
+        let app = spawn_app(backend);
+        app.admin_token();
+        // As if another replica rotated the secret: a hash of something else.
+        app.db.execute(
+            "UPDATE oauth_clients SET secret_hash = (SELECT secret_hash FROM oauth_clients WHERE id = 'user-client') \
+             WHERE id = 'dev-client'",
+        );
+
+        let response = app.token_request(
+            "grant_type=client_credentials&client_id=dev-client&client_secret=dev-secret-123",
+            &[],
+        );
+
+        assert_eq!(response.status, 401);
+    }
+);

@@ -1,0 +1,257 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4).
+//!
+//! Request counts by method, route template and status; a request-duration
+//! histogram by route; the pool's connections and the waits for one that
+//! timed out; bcrypt checks in flight; the token endpoint's credential cache;
+//! process memory; and a `build_info` gauge. Labels come only from fixed sets
+//! (route templates, known methods), never from raw paths or IDs, so the
+//! number of series stays bounded. The writer is small enough to keep here
+//! rather than pull in a client library built for async runtimes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::app::AppState;
+use crate::http::Response;
+
+/// Upper bounds of the duration buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Requests a worker is serving right now.
+pub static HTTP_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Waits for a pool connection that ended in a timeout (every pool).
+pub static POOL_WAIT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// bcrypt hashes or checks running right now.
+pub static BCRYPT_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Token requests answered from the credential cache, and those that ran bcrypt.
+pub static CREDENTIAL_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+pub static CREDENTIAL_CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one request as in flight for as long as it lives.
+pub struct RequestInFlight;
+
+impl RequestInFlight {
+    pub fn start() -> RequestInFlight {
+        HTTP_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        RequestInFlight
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        HTTP_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one bcrypt operation as in flight for as long as it lives.
+pub struct BcryptInFlight;
+
+impl BcryptInFlight {
+    pub fn start() -> BcryptInFlight {
+        BCRYPT_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        BcryptInFlight
+    }
+}
+
+impl Drop for BcryptInFlight {
+    fn drop(&mut self) {
+        BCRYPT_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Series {
+    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
+    durations: BTreeMap<&'static str, Histogram>,
+}
+
+/// The request metrics of one process.
+pub struct Metrics {
+    series: Mutex<Series>,
+    started: SystemTime,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics { series: Mutex::default(), started: SystemTime::now() }
+    }
+}
+
+/// A method as a label: the ones the API uses by name, anything else `OTHER`.
+pub fn method_label(method: &tiny_http::Method) -> &'static str {
+    use tiny_http::Method::*;
+    match method {
+        Get => "GET",
+        Head => "HEAD",
+        Post => "POST",
+        Put => "PUT",
+        Delete => "DELETE",
+        Patch => "PATCH",
+        Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+impl Metrics {
+    /// Records one answered request.
+    pub fn observe(&self, method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        *series.requests.entry((method, route, status)).or_insert(0) += 1;
+        let histogram = series.durations.entry(route).or_default();
+        if let Some(i) = BUCKETS.iter().position(|&bound| seconds <= bound) {
+            histogram.buckets[i] += 1;
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    fn write_requests(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        header(out, "pizza_api_http_requests_total", "counter", "HTTP requests answered, by method, route and status.");
+        for ((method, route, status), count) in &series.requests {
+            let _ = writeln!(
+                out,
+                "pizza_api_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {count}",
+                escape(route)
+            );
+        }
+        let name = "pizza_api_http_request_duration_seconds";
+        header(out, name, "histogram", "Time from routing a request to writing its answer, by route.");
+        for (route, histogram) in &series.durations {
+            let route = escape(route);
+            let mut cumulative = 0;
+            for (bound, count) in BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += count;
+                let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", histogram.count);
+            let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", histogram.sum);
+            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {}", histogram.count);
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Resident memory of this process in bytes, from /proc (Linux).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `GET /metrics`.
+pub fn render(state: &AppState) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    state.metrics.write_requests(&mut out);
+
+    gauge(
+        &mut out,
+        "pizza_api_http_requests_in_flight",
+        "Requests being served now, this one included.",
+        HTTP_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    let pool = state.db.pool_state();
+    header(&mut out, "pizza_api_db_pool_connections", "gauge", "Open database connections, by state.");
+    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"in_use\"}} {}", pool.in_use);
+    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"idle\"}} {}", pool.idle);
+    gauge(&mut out, "pizza_api_db_pool_max_connections", "The pool's size (MAX_OPEN_CONNS).", pool.max);
+    counter(
+        &mut out,
+        "pizza_api_db_pool_wait_timeouts_total",
+        "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
+        POOL_WAIT_TIMEOUTS.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "pizza_api_bcrypt_in_flight",
+        "bcrypt hashes or checks running now.",
+        BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_credential_cache_hits_total",
+        "Token requests whose client secret matched a cached, already verified one.",
+        CREDENTIAL_CACHE_HITS.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_credential_cache_misses_total",
+        "Token requests that had to run bcrypt.",
+        CREDENTIAL_CACHE_MISSES.load(Ordering::Relaxed),
+    );
+    if let Some(bytes) = resident_memory_bytes() {
+        gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", bytes);
+    }
+    let started = state.metrics.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    gauge(
+        &mut out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+        started,
+    );
+    header(&mut out, "pizza_api_build_info", "gauge", "Always 1; the labels name the version and the database driver.");
+    let _ = writeln!(
+        out,
+        "pizza_api_build_info{{version=\"{}\",driver=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        state.db.driver_name()
+    );
+    Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_lands_in_its_counter_and_bucket() {
+        let metrics = Metrics::default();
+        metrics.observe("GET", "/health", 200, Duration::from_micros(300));
+        metrics.observe("GET", "/health", 200, Duration::from_secs(9));
+
+        let mut out = String::new();
+        metrics.write_requests(&mut out);
+
+        assert!(out.contains("pizza_api_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"));
+        assert!(out.contains("_bucket{route=\"/health\",le=\"0.0005\"} 1"), "{out}");
+        assert!(out.contains("_bucket{route=\"/health\",le=\"5\"} 1"), "{out}");
+        assert!(out.contains("_bucket{route=\"/health\",le=\"+Inf\"} 2"), "{out}");
+        assert!(out.contains("_count{route=\"/health\"} 2"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
