@@ -2,6 +2,7 @@
 //! (`router`), what a request carries (`request`), what a handler returns
 //! (`response`) and how a failure becomes a status code (`error`).
 
+pub mod access_log;
 pub mod error;
 pub mod request;
 pub mod response;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
+use super::access_log::{self, AccessLog};
 use super::error::internal_error;
 use super::router::{self, Route};
 use super::{ApiError, Response, request};
@@ -43,6 +44,7 @@ pub enum StopReason {
 pub struct HttpServer {
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
+    access_writer: Option<access_log::Writer>,
     stop: StopHandle,
     stopped: Receiver<StopReason>,
 }
@@ -113,13 +115,17 @@ impl HttpServer {
             listener: Arc::new(Mutex::new(Some(control))),
             notify,
         };
+        let (access, access_writer) = AccessLog::start();
         let workers = (0..workers)
             .map(|i| {
-                let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), stop.clone());
-                thread::Builder::new().name(format!("http-worker-{i}")).spawn(move || worker(&server, &state, &stop))
+                let (server, state, stop, access) =
+                    (Arc::clone(&server), Arc::clone(&state), stop.clone(), access.clone());
+                thread::Builder::new()
+                    .name(format!("http-worker-{i}"))
+                    .spawn(move || worker(&server, &state, &stop, &access))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(HttpServer { addr, workers, stop, stopped })
+        Ok(HttpServer { addr, workers, access_writer, stop, stopped })
     }
 
     /// The address the server listens on.
@@ -148,15 +154,20 @@ impl HttpServer {
             for worker in self.workers {
                 let _ = worker.join();
             }
+            // The workers held the last senders: this returns once every
+            // access line is written.
+            if let Some(writer) = self.access_writer {
+                writer.finish();
+            }
         }
         (reason, drained)
     }
 }
 
-fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle) {
+fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, access: &AccessLog) {
     loop {
         match server.recv_timeout(IDLE_POLL) {
-            Ok(Some(rq)) => handle(state, stop, rq),
+            Ok(Some(rq)) => handle(state, stop, access, rq),
             Ok(None) if stop.is_stopping() => return,
             Ok(None) => {}
             // Once stopping, the accept loop failing is the shutdown we caused.
@@ -171,7 +182,7 @@ fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle) {
 
 /// Serves one request: route it, turn failures and panics into responses,
 /// write the answer, count it, and log one access line.
-fn handle(state: &AppState, stop: &StopHandle, mut rq: tiny_http::Request) {
+fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let _in_flight = metrics::RequestInFlight::start();
     let method = rq.method().clone();
@@ -195,7 +206,7 @@ fn handle(state: &AppState, stop: &StopHandle, mut rq: tiny_http::Request) {
     }
     let elapsed = started.elapsed();
     state.metrics.observe(metrics::method_label(&method), template, status, elapsed);
-    log::info!(target: "pizza_api::access", "{method} {path} {status} {:.3}ms", elapsed.as_secs_f64() * 1e3);
+    access.record(&method, path, status, elapsed);
 }
 
 /// Reads what is left of a chunked body the handler did not read. tiny_http

@@ -63,26 +63,46 @@ pub fn create(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response,
     Ok(Response::json(201, &pizza).with_header("Location", location))
 }
 
-/// `PUT /api/v1/pizzas/{id}`: replaces the whole pizza. Checks run in the
-/// contract's order: ID format, existence, permission, body.
+/// `PUT /api/v1/pizzas/{id}`: replaces the whole pizza. Errors come in the
+/// contract's order: ID format, existence, permission, body. A valid body is
+/// stored by one statement that also checks existence and permission; only
+/// when it changes nothing (or the body is invalid) does a second query find
+/// out which error applies.
 pub fn update(state: &AppState, rq: &mut tiny_http::Request, id: &str) -> Result<Response, ApiError> {
     let caller = auth::authenticate_writer(state, rq)?;
     let id = parse_id(id)?;
-    check_may_change(state, &caller, id, "update")?;
-    let input = PizzaInput::parse(&json_body(rq)?)?;
-    let pizza = store::update(&state.db, id, &input)?.ok_or_else(not_found)?;
-    Ok(Response::json(200, &pizza))
+    let input = json_body(rq).and_then(|body| PizzaInput::parse(&body));
+    let input = match input {
+        Ok(input) => input,
+        Err(invalid_body) => {
+            check_may_change(state, &caller, id, "update")?;
+            return Err(invalid_body);
+        }
+    };
+    match store::update(&state.db, id, &input, owner_filter(&caller))? {
+        Some(pizza) => Ok(Response::json(200, &pizza)),
+        None => {
+            check_may_change(state, &caller, id, "update")?;
+            Err(not_found())
+        }
+    }
 }
 
 /// `DELETE /api/v1/pizzas/{id}`: soft delete; a second delete is a 404.
 pub fn delete(state: &AppState, rq: &tiny_http::Request, id: &str) -> Result<Response, ApiError> {
     let caller = auth::authenticate_writer(state, rq)?;
     let id = parse_id(id)?;
-    check_may_change(state, &caller, id, "delete")?;
-    if !store::soft_delete(&state.db, id)? {
-        return Err(not_found());
+    if store::soft_delete(&state.db, id, owner_filter(&caller))? {
+        return Ok(Response::no_content());
     }
-    Ok(Response::no_content())
+    check_may_change(state, &caller, id, "delete")?;
+    Err(not_found())
+}
+
+/// Whose pizzas the caller may change: an admin anyone's (`None`), a user
+/// only their own.
+fn owner_filter(caller: &Caller) -> Option<i64> {
+    if caller.role == Role::Admin { None } else { Some(caller.user_id) }
 }
 
 /// 404 when the pizza is missing or deleted, 403 when the caller is neither

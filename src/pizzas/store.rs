@@ -64,16 +64,20 @@ const INSERT_PG: &str = concat!(
 // updated_at never goes backwards, even if the clock does.
 const UPDATE_SQLITE: &str = concat!(
     "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4, price = $5, ",
-    "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+    "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
     "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
 );
 const UPDATE_PG: &str = concat!(
     "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
     "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+    "AND ($8::bigint IS NULL OR created_by = $8::bigint) ",
     "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
 );
 
-const DELETE: &str = "UPDATE pizzas SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL RETURNING id";
+const DELETE_SQLITE: &str = "UPDATE pizzas SET deleted_at = $1 \
+     WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) RETURNING id";
+const DELETE_PG: &str = "UPDATE pizzas SET deleted_at = $1 \
+     WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id";
 
 const COUNT_ALL: &str = "SELECT count(*) FROM pizzas";
 
@@ -219,8 +223,10 @@ fn insert_pg(
     first_pg(client.query_typed(INSERT_PG, &params)?)?.ok_or_else(|| DbError::Query("INSERT returned no row".into()))
 }
 
-/// Replaces every field of pizza `id`; `None` when it is missing or deleted.
-pub fn update(db: &Db, id: i64, input: &PizzaInput) -> Result<Option<Pizza>, DbError> {
+/// Replaces every field of pizza `id`, if it is live and (unless `owner` is
+/// `None`) owned by `owner`; `None` when no such pizza was changed. One
+/// statement: the permission check costs no extra round trip.
+pub fn update(db: &Db, id: i64, input: &PizzaInput, owner: Option<i64>) -> Result<Option<Pizza>, DbError> {
     let now = clock::now();
     let ingredients = ingredients_json(&input.ingredients);
     match db {
@@ -234,11 +240,12 @@ pub fn update(db: &Db, id: i64, input: &PizzaInput) -> Result<Option<Pizza>, DbE
                 input.price,
                 clock::format(now),
                 id,
+                owner,
             ))?;
             Ok(sqlite_rows(rows)?.pop())
         }),
         Db::Postgres(pool) => {
-            let params: [(&(dyn ToSql + Sync), Type); 7] = [
+            let params: [(&(dyn ToSql + Sync), Type); 8] = [
                 (&input.name, Type::TEXT),
                 (&fold(&input.name), Type::TEXT),
                 (&input.description, Type::TEXT),
@@ -246,24 +253,27 @@ pub fn update(db: &Db, id: i64, input: &PizzaInput) -> Result<Option<Pizza>, DbE
                 (&input.price, Type::FLOAT8),
                 (&now, Type::TIMESTAMPTZ),
                 (&id, Type::INT8),
+                (&owner, Type::INT8),
             ];
             first_pg(pool.get()?.query_typed(UPDATE_PG, &params)?)
         }
     }
 }
 
-/// Marks pizza `id` deleted; false when it was missing or deleted already.
-pub fn soft_delete(db: &Db, id: i64) -> Result<bool, DbError> {
+/// Marks pizza `id` deleted if it is live and (unless `owner` is `None`)
+/// owned by `owner`; false when no such pizza was deleted.
+pub fn soft_delete(db: &Db, id: i64, owner: Option<i64>) -> Result<bool, DbError> {
     let now = clock::now();
     match db {
         Db::Sqlite(sqlite) => sqlite.write(|conn| {
-            let mut stmt = conn.prepare_cached(DELETE)?;
-            let mut rows = stmt.query((clock::format(now), id))?;
+            let mut stmt = conn.prepare_cached(DELETE_SQLITE)?;
+            let mut rows = stmt.query((clock::format(now), id, owner))?;
             Ok(rows.next()?.is_some())
         }),
         Db::Postgres(pool) => {
-            let rows = pool.get()?.query_typed(DELETE, &[(&now, Type::TIMESTAMPTZ), (&id, Type::INT8)])?;
-            Ok(!rows.is_empty())
+            let params: [(&(dyn ToSql + Sync), Type); 3] =
+                [(&now, Type::TIMESTAMPTZ), (&id, Type::INT8), (&owner, Type::INT8)];
+            Ok(!pool.get()?.query_typed(DELETE_PG, &params)?.is_empty())
         }
     }
 }
