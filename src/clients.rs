@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 use crate::app::AppState;
 use crate::auth::{self, secrets};
 use crate::clock;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, PgStatement};
 use crate::http::request::json_body;
 use crate::http::{ApiError, Response};
 use crate::users::Role;
+use postgres::types::Type;
 
 /// Scopes of a client created without `scopes`.
 pub const DEFAULT_SCOPES: &str = "read write";
@@ -198,6 +199,7 @@ fn is_scope_token(scope: &str) -> bool {
 const SELECT_FOR_TOKEN: &str = "SELECT c.secret_hash, c.scopes, c.grant_types, c.user_id, u.role \
      FROM oauth_clients c JOIN users u ON u.id = c.user_id \
      WHERE c.id = $1 AND c.deleted_at IS NULL";
+const SELECT_FOR_TOKEN_PG: PgStatement = PgStatement { sql: SELECT_FOR_TOKEN, types: &[Type::TEXT] };
 
 const INSERT: &str = "INSERT INTO oauth_clients \
      (id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, created_at, updated_at) \
@@ -233,10 +235,10 @@ pub fn find_for_token(db: &Db, id: &str) -> Result<Option<TokenClient>, DbError>
                 None => None,
             }
         }
-        Db::Postgres(pool) => pool
-            .get()?
-            .query_opt(SELECT_FOR_TOKEN, &[&id])?
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get::<_, String>(4))),
+        Db::Postgres(pool) => match pool.get()?.run(&SELECT_FOR_TOKEN_PG, &[&id])?.first() {
+            Some(row) => Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)),
+            None => None,
+        },
     };
     Ok(found.and_then(|(secret_hash, scopes, grant_types, user_id, role)| {
         Some(TokenClient { secret_hash, scopes, grant_types, user_id, role: Role::parse(&role)? })

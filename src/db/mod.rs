@@ -4,6 +4,7 @@
 
 pub mod migrate;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,7 +21,7 @@ use crate::config::{DatabaseConfig, PoolConfig, PostgresConfig, SslMode};
 /// A pool of SQLite connections.
 pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
 /// A pool of PostgreSQL connections.
-pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type PgPool = r2d2::Pool<PgManager>;
 
 /// How many times start-up tries to reach the database before giving up.
 pub const CONNECT_ATTEMPTS: u32 = 5;
@@ -48,6 +49,78 @@ pub struct SqliteDb {
     /// The file the pool opened: if `DB_PATH` stops naming it (deleted or
     /// replaced), writes would go to a file nobody will open again.
     file_id: Option<FileId>,
+}
+
+/// A PostgreSQL statement and its parameter types: run through
+/// [`PgConn::run`], it is prepared once per connection and then costs one
+/// round trip and no parsing or planning on the server (which shares the
+/// machine's cores with the service in small deployments).
+pub struct PgStatement {
+    pub sql: &'static str,
+    pub types: &'static [postgres::types::Type],
+}
+
+/// A pooled PostgreSQL connection with the statements it has prepared.
+pub struct PgConn {
+    client: postgres::Client,
+    prepared: HashMap<&'static str, postgres::Statement>,
+}
+
+impl PgConn {
+    /// Runs `statement`, preparing it on this connection the first time.
+    pub fn run(
+        &mut self,
+        statement: &PgStatement,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, DbError> {
+        let prepared = match self.prepared.get(statement.sql) {
+            Some(prepared) => prepared.clone(),
+            None => {
+                let prepared = self.client.prepare_typed(statement.sql, statement.types)?;
+                self.prepared.insert(statement.sql, prepared.clone());
+                prepared
+            }
+        };
+        self.client.query(&prepared, params).map_err(|err| {
+            // A schema change can invalidate a prepared statement: prepare
+            // it afresh next time rather than fail for the connection's life.
+            self.prepared.remove(statement.sql);
+            err.into()
+        })
+    }
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+/// Opens [`PgConn`]s: r2d2_postgres's manager, plus a statement cache per connection.
+pub struct PgManager(PostgresConnectionManager<NoTls>);
+
+impl ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn { client: self.0.connect()?, prepared: HashMap::new() })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
 }
 
 /// A snapshot of a pool.
@@ -320,7 +393,7 @@ fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig) -> Result<PgPool,
             SslMode::Prefer => postgres::config::SslMode::Prefer,
             SslMode::Require => postgres::config::SslMode::Require,
         });
-    let manager = PostgresConnectionManager::new(config, NoTls);
+    let manager = PgManager(PostgresConnectionManager::new(config, NoTls));
     let mut first = manager.connect().map_err(|e| describe(&e))?;
     first.simple_query("SELECT 1").map_err(|e| describe(&e))?;
     drop(first);

@@ -1,7 +1,8 @@
 //! The pizza queries, one statement per dialect where they differ.
 //!
-//! PostgreSQL statements go through `query_typed`: parameter types are given
-//! up front, so each runs in one round trip with no separate prepare.
+//! SQLite statements are cached per connection (`prepare_cached`);
+//! PostgreSQL ones are [`PgStatement`]s, prepared once per connection with
+//! their parameter types, then run in one round trip each.
 
 use std::time::SystemTime;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 
 use super::input::{ListQuery, PizzaInput, fold};
 use crate::clock;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, PgStatement};
 
 /// A pizza as every response shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,12 +30,16 @@ const SELECT_ONE_SQLITE: &str = concat!(
     "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at ",
     "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
 );
-const SELECT_ONE_PG: &str = concat!(
-    "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at ",
-    "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
-);
+const SELECT_ONE_PG: PgStatement = PgStatement {
+    sql: concat!(
+        "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at ",
+        "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
+    ),
+    types: &[Type::INT8],
+};
 
 const SELECT_OWNER: &str = "SELECT created_by FROM pizzas WHERE id = $1 AND deleted_at IS NULL";
+const SELECT_OWNER_PG: PgStatement = PgStatement { sql: SELECT_OWNER, types: &[Type::INT8] };
 
 // One statement for every filter combination: a NULL parameter switches its
 // filter off. instr/strpos match the folded name literally (no LIKE
@@ -44,22 +49,28 @@ const LIST_SQLITE: &str = concat!(
     "WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
     "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT $3 OFFSET $4"
 );
-const LIST_PG: &str = concat!(
-    "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at FROM pizzas ",
-    "WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
-    "AND ($2::bigint IS NULL OR created_by = $2::bigint) ORDER BY id LIMIT $3 OFFSET $4"
-);
+const LIST_PG: PgStatement = PgStatement {
+    sql: concat!(
+        "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at FROM pizzas ",
+        "WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
+        "AND ($2::bigint IS NULL OR created_by = $2::bigint) ORDER BY id LIMIT $3 OFFSET $4"
+    ),
+    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+};
 
 const INSERT_SQLITE: &str = concat!(
     "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ",
     "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
 );
-const INSERT_PG: &str = concat!(
-    "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
-    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7) ",
-    "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
-);
+const INSERT_PG: PgStatement = PgStatement {
+    sql: concat!(
+        "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
+        "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7) ",
+        "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+    ),
+    types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::TIMESTAMPTZ],
+};
 
 // updated_at never goes backwards, even if the clock does.
 const UPDATE_SQLITE: &str = concat!(
@@ -67,17 +78,23 @@ const UPDATE_SQLITE: &str = concat!(
     "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
     "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
 );
-const UPDATE_PG: &str = concat!(
-    "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
-    "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
-    "AND ($8::bigint IS NULL OR created_by = $8::bigint) ",
-    "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
-);
+const UPDATE_PG: PgStatement = PgStatement {
+    sql: concat!(
+        "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
+        "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+        "AND ($8::bigint IS NULL OR created_by = $8::bigint) ",
+        "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+    ),
+    types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TIMESTAMPTZ, Type::INT8, Type::INT8],
+};
 
 const DELETE_SQLITE: &str = "UPDATE pizzas SET deleted_at = $1 \
      WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) RETURNING id";
-const DELETE_PG: &str = "UPDATE pizzas SET deleted_at = $1 \
-     WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id";
+const DELETE_PG: PgStatement = PgStatement {
+    sql: "UPDATE pizzas SET deleted_at = $1 \
+          WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id",
+    types: &[Type::TIMESTAMPTZ, Type::INT8, Type::INT8],
+};
 
 const COUNT_ALL: &str = "SELECT count(*) FROM pizzas";
 
@@ -135,7 +152,7 @@ pub fn find(db: &Db, id: i64) -> Result<Option<Pizza>, DbError> {
             let mut stmt = conn.prepare_cached(SELECT_ONE_SQLITE)?;
             Ok(sqlite_rows(stmt.query([id])?)?.pop())
         }
-        Db::Postgres(pool) => first_pg(pool.get()?.query_typed(SELECT_ONE_PG, &[(&id, Type::INT8)])?),
+        Db::Postgres(pool) => first_pg(pool.get()?.run(&SELECT_ONE_PG, &[&id])?),
     }
 }
 
@@ -149,7 +166,7 @@ pub fn owner(db: &Db, id: i64) -> Result<Option<i64>, DbError> {
             Ok(rows.next()?.map(|row| row.get(0)).transpose()?)
         }
         Db::Postgres(pool) => {
-            let rows = pool.get()?.query_typed(SELECT_OWNER, &[(&id, Type::INT8)])?;
+            let rows = pool.get()?.run(&SELECT_OWNER_PG, &[&id])?;
             Ok(rows.first().map(|row| row.try_get(0)).transpose()?)
         }
     }
@@ -164,13 +181,8 @@ pub fn list(db: &Db, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
             sqlite_rows(stmt.query((&query.name, query.created_by, query.limit, query.offset))?)
         }
         Db::Postgres(pool) => {
-            let params: [(&(dyn ToSql + Sync), Type); 4] = [
-                (&query.name, Type::TEXT),
-                (&query.created_by, Type::INT8),
-                (&query.limit, Type::INT8),
-                (&query.offset, Type::INT8),
-            ];
-            pool.get()?.query_typed(LIST_PG, &params)?.iter().map(from_pg).collect()
+            let params: [&(dyn ToSql + Sync); 4] = [&query.name, &query.created_by, &query.limit, &query.offset];
+            pool.get()?.run(&LIST_PG, &params)?.iter().map(from_pg).collect()
         }
     }
 }
@@ -180,7 +192,11 @@ pub fn insert(db: &Db, input: &PizzaInput, owner: i64) -> Result<Pizza, DbError>
     let now = clock::now();
     match db {
         Db::Sqlite(sqlite) => sqlite.write(|conn| insert_sqlite(conn, input, owner, now)),
-        Db::Postgres(pool) => insert_pg(&mut *pool.get()?, input, owner, now),
+        Db::Postgres(pool) => {
+            let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
+            let rows = pool.get()?.run(&INSERT_PG, &insert_params(input, &folded, &ingredients, &owner, &now))?;
+            first_pg(rows)?.ok_or_else(|| DbError::Query("INSERT returned no row".into()))
+        }
     }
 }
 
@@ -204,23 +220,15 @@ fn insert_sqlite(
     sqlite_rows(rows)?.pop().ok_or_else(|| DbError::Query("INSERT returned no row".into()))
 }
 
-/// Inserts on a PostgreSQL client or transaction the caller holds.
-fn insert_pg(
-    client: &mut impl postgres::GenericClient,
-    input: &PizzaInput,
-    owner: i64,
-    now: SystemTime,
-) -> Result<Pizza, DbError> {
-    let params: [(&(dyn ToSql + Sync), Type); 7] = [
-        (&input.name, Type::TEXT),
-        (&fold(&input.name), Type::TEXT),
-        (&input.description, Type::TEXT),
-        (&ingredients_json(&input.ingredients), Type::TEXT),
-        (&input.price, Type::FLOAT8),
-        (&owner, Type::INT8),
-        (&now, Type::TIMESTAMPTZ),
-    ];
-    first_pg(client.query_typed(INSERT_PG, &params)?)?.ok_or_else(|| DbError::Query("INSERT returned no row".into()))
+/// The parameters of [`INSERT_PG`].
+fn insert_params<'a>(
+    input: &'a PizzaInput,
+    folded: &'a String,
+    ingredients: &'a String,
+    owner: &'a i64,
+    now: &'a SystemTime,
+) -> [&'a (dyn ToSql + Sync); 7] {
+    [&input.name, folded, &input.description, ingredients, &input.price, owner, now]
 }
 
 /// Replaces every field of pizza `id`, if it is live and (unless `owner` is
@@ -245,17 +253,10 @@ pub fn update(db: &Db, id: i64, input: &PizzaInput, owner: Option<i64>) -> Resul
             Ok(sqlite_rows(rows)?.pop())
         }),
         Db::Postgres(pool) => {
-            let params: [(&(dyn ToSql + Sync), Type); 8] = [
-                (&input.name, Type::TEXT),
-                (&fold(&input.name), Type::TEXT),
-                (&input.description, Type::TEXT),
-                (&ingredients, Type::TEXT),
-                (&input.price, Type::FLOAT8),
-                (&now, Type::TIMESTAMPTZ),
-                (&id, Type::INT8),
-                (&owner, Type::INT8),
-            ];
-            first_pg(pool.get()?.query_typed(UPDATE_PG, &params)?)
+            let folded = fold(&input.name);
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&input.name, &folded, &input.description, &ingredients, &input.price, &now, &id, &owner];
+            first_pg(pool.get()?.run(&UPDATE_PG, &params)?)
         }
     }
 }
@@ -270,11 +271,7 @@ pub fn soft_delete(db: &Db, id: i64, owner: Option<i64>) -> Result<bool, DbError
             let mut rows = stmt.query((clock::format(now), id, owner))?;
             Ok(rows.next()?.is_some())
         }),
-        Db::Postgres(pool) => {
-            let params: [(&(dyn ToSql + Sync), Type); 3] =
-                [(&now, Type::TIMESTAMPTZ), (&id, Type::INT8), (&owner, Type::INT8)];
-            Ok(!pool.get()?.query_typed(DELETE_PG, &params)?.is_empty())
-        }
+        Db::Postgres(pool) => Ok(!pool.get()?.run(&DELETE_PG, &[&now, &id, &owner])?.is_empty()),
     }
 }
 
@@ -303,8 +300,10 @@ pub fn insert_if_none(db: &Db, pizzas: &[PizzaInput], owner: i64) -> Result<usiz
             if tx.query_one(COUNT_ALL, &[])?.try_get::<_, i64>(0)? > 0 {
                 return Ok(0);
             }
+            let insert = tx.prepare_typed(INSERT_PG.sql, INSERT_PG.types)?;
             for pizza in pizzas {
-                insert_pg(&mut tx, pizza, owner, now)?;
+                let (folded, ingredients) = (fold(&pizza.name), ingredients_json(&pizza.ingredients));
+                tx.query(&insert, &insert_params(pizza, &folded, &ingredients, &owner, &now))?;
             }
             tx.commit()?;
             Ok(pizzas.len())
