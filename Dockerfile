@@ -8,6 +8,8 @@ WORKDIR /src
 # Dependencies first: a placeholder library and binary against the real
 # Cargo.toml and Cargo.lock. This layer is reused until those two change.
 COPY Cargo.toml Cargo.lock ./
+# Build settings (SQLite's compile flags) apply to the dependencies too.
+COPY .cargo ./.cargo
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
