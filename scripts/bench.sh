@@ -213,9 +213,11 @@ bench_database() {
   token=$(admin_token "$port")
 
   if [[ "$db" == sqlite ]]; then
-    # The ceiling answers with the very bytes a real read returns.
+    # The ceiling answers with the very bytes a real read returns; it stays
+    # up for the rest of the run, for the paired throughput runs.
     curl -fsS --max-time 10 -o "$OUT/ceiling/body.json" "http://127.0.0.1:$port/api/v1/public/pizzas/1" ||
       die "could not read pizza 1 for the ceiling's body"
+    start_ceiling
   fi
 
   # Seed through the API; the created IDs are what read, update and the
@@ -243,10 +245,14 @@ bench_database() {
   run_wrk "$db" delete delete "${c1[@]}" "$REQUESTS" "$CAP_SECONDS" "$port" BENCH_TOKEN="$token" BENCH_IDS="$created"
   run_wrk "$db" token token "${c1[@]}" "$TOKENS" "$CAP_SECONDS" "$port"
 
-  # 32 connections, fixed time.
+  # 32 connections, fixed time; each followed by the same run against the
+  # ceiling, so every ratio compares two runs made moments apart.
   run_wrk "$db" read_c32 read 2 32 0 "$SECONDS_32" "$port" BENCH_IDS="$seeded"
+  ceiling_pair "$db" read_c32
   run_wrk "$db" list_c32 list 2 32 0 "$SECONDS_32" "$port"
+  ceiling_pair "$db" list_c32
   run_wrk "$db" create_c32 create 2 32 0 "$SECONDS_32" "$port" BENCH_TOKEN="$token"
+  ceiling_pair "$db" create_c32
 
   # VmHWM is the peak resident set over the process's whole life.
   meta "$db.peak_rss_kib" "$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
@@ -258,16 +264,27 @@ bench_database() {
   [[ "$errors" == 0 ]] || say "$db: note: $errors ERROR/WARN line(s) in $OUT/$db/server.log"
 }
 
-bench_ceiling() {
-  say "== ceiling"
+CEILING_PID="" CEILING_PORT=""
+
+start_ceiling() {
   start_listener ceiling "$OUT/ceiling/ceiling.log" env WORKERS="$WORKERS_SEEN" CEILING_PORT=0 \
     CEILING_BODY_FILE="$ROOT/$OUT/ceiling/body.json" "$ROOT/$CEILING_BIN"
-  local pid=$STARTED_PID port=$STARTED_PORT
-  # Measured exactly like read by ID (the ceiling ignores the path).
-  run_wrk ceiling read read 1 1 "$REQUESTS" "$CAP_SECONDS" "$port" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
-  run_wrk ceiling read_c32 read 2 32 0 "$SECONDS_32" "$port" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
-  stop_pid "$pid"
-  forget_pid "$pid"
+  CEILING_PID=$STARTED_PID CEILING_PORT=$STARTED_PORT
+}
+
+# The ceiling measured like the throughput row just run on DB (read by ID:
+# the ceiling ignores the path), recorded as ceiling/DB_ROW.
+ceiling_pair() {
+  run_wrk ceiling "$1_$2" read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
+}
+
+bench_ceiling() {
+  say "== ceiling"
+  # Measured exactly like read by ID.
+  run_wrk ceiling read read 1 1 "$REQUESTS" "$CAP_SECONDS" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
+  run_wrk ceiling read_c32 read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
+  stop_pid "$CEILING_PID"
+  forget_pid "$CEILING_PID"
 }
 
 # psql against the bench cluster's postgres database, as its admin.
@@ -343,8 +360,8 @@ say "== start to healthy ($STARTS starts on the existing SQLite database)"
   "$ROOT/$BIN" "$STARTS" "$ROOT/$OUT/startup.json" "$ROOT/$OUT/sqlite/startup.log") ||
   die "start-to-healthy measurement failed (log: $OUT/sqlite/startup.log)"
 
-bench_ceiling
 bench_postgres
+bench_ceiling
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta elapsed_seconds "$(($(date +%s) - START_TIME))"

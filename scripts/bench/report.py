@@ -141,8 +141,13 @@ class Report:
         ceiling = self.runs.get(("ceiling", "read_c32"))
         self.ceiling_rps = ceiling["result"]["rps"] if ceiling and ceiling["result"] else None
 
-    def ratio(self, rps):
-        return rps / self.ceiling_rps if self.ceiling_rps else None
+    def ratio(self, rps, db=None, row=None):
+        # A throughput row is compared with the ceiling run measured right
+        # after it (same length, same load generator): on a shared, noisy
+        # machine a ratio of two runs minutes apart says little.
+        paired = self.runs.get(("ceiling", f"{db}_{row}")) if db else None
+        base = paired["result"]["rps"] if paired and paired["result"] else self.ceiling_rps
+        return rps / base if base else None
 
     def latency_cells(self, db, row):
         run = self.runs.get((db, row))
@@ -161,7 +166,7 @@ class Report:
         if not run["result"]:
             return ["failed (!)", ""]
         rps = run["result"]["rps"]
-        ratio = self.ratio(rps)
+        ratio = self.ratio(rps, db, row)
         return [flagged(f"{rps:,.0f}", run), ratio_text(ratio)]
 
     def table(self):
@@ -252,7 +257,7 @@ class Report:
             "",
             f"p50/p99: one keep-alive connection (wrk -t1 -c1), {m.get('latency_requests', '?')} requests per row "
             f"({m.get('token_requests', '?')} for OAuth Token). req/s: wrk -t2 -c32 for "
-            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the ceiling's req/s. "
+            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the req/s of the ceiling run measured right after that row. "
             f"{m.get('seeded', '?')} pizzas seeded per database. (!) marks a figure from a run with problems.",
             "",
             self.table(),
@@ -279,7 +284,7 @@ class Report:
                 }
                 t = entry[db]["throughput"]
                 if t and t["result"]:
-                    entry[db]["throughput_vs_ceiling"] = self.ratio(t["result"]["rps"])
+                    entry[db]["throughput_vs_ceiling"] = self.ratio(t["result"]["rps"], db, throughput_row)
             ops.append(entry)
         return {
             "meta": self.meta,
