@@ -174,10 +174,19 @@ admin_token() {
 # and the run listed in runs.tsv for report.py. wrk failing to run at all is
 # fatal; a run that merely saw errors is reported (and fails the bench) at
 # the end, so one bad row does not hide the others.
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Runs wrk once. When MEASURED_PID names the server under load, the CPU time
+# it used during the run is appended to the raw output (SERVERCPU line): CPU
+# per request is far steadier than req/s on a machine whose cores are shared.
 run_wrk() {
   local db=$1 row=$2 op=$3 threads=$4 conns=$5 count=$6 duration=$7 port=$8
   shift 8
-  local raw="$OUT/$db/$row.txt"
+  local raw="$OUT/$db/$row.txt" cpu_before=""
+  [[ -n "${MEASURED_PID:-}" ]] && cpu_before=$(cpu_ticks "$MEASURED_PID")
   say "$db: $row (wrk -t$threads -c$conns, $([[ $count == 0 ]] && echo "${duration}s" || echo "$count requests"))"
   # In the background and waited for, so that an interrupt reaches the trap
   # at once instead of after the run, and the trap can stop wrk too.
@@ -190,6 +199,9 @@ run_wrk() {
     die "wrk failed for $db/$row (raw output: $raw)"
   }
   WRK_PID=""
+  if [[ -n "$cpu_before" ]]; then
+    echo "SERVERCPU ticks=$(($(cpu_ticks "$MEASURED_PID") - cpu_before)) hz=$(getconf CLK_TCK)" >>"$raw"
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$db" "$row" "$threads" "$conns" "$count" "$raw" >>"$OUT/runs.tsv"
   grep '^RESULT' "$raw" | sed 's/^/  /' >&2 || say "  no RESULT line in $raw"
 }
@@ -205,6 +217,7 @@ bench_database() {
     APP_ENV=development APP_HOST=127.0.0.1 APP_PORT=0 LOG_LEVEL=info BCRYPT_COST=10 \
     JWT_SECRET="$JWT_SECRET_BENCH" "$ROOT/$BIN"
   local pid=$STARTED_PID port=$STARTED_PORT
+  local MEASURED_PID=$pid
   wait_healthy "$port"
   # The ceiling gets the same number of workers as the service really runs.
   WORKERS_SEEN=$(grep -oE '[0-9]+ workers\)' "$OUT/$db/server.log" | head -n 1 | grep -oE '^[0-9]+') ||
@@ -275,12 +288,13 @@ start_ceiling() {
 # The ceiling measured like the throughput row just run on DB (read by ID:
 # the ceiling ignores the path), recorded as ceiling/DB_ROW.
 ceiling_pair() {
-  run_wrk ceiling "$1_$2" read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
+  MEASURED_PID=$CEILING_PID run_wrk ceiling "$1_$2" read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
 }
 
 bench_ceiling() {
   say "== ceiling"
   # Measured exactly like read by ID.
+  local MEASURED_PID=$CEILING_PID
   run_wrk ceiling read read 1 1 "$REQUESTS" "$CAP_SECONDS" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
   run_wrk ceiling read_c32 read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
   stop_pid "$CEILING_PID"

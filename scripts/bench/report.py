@@ -44,12 +44,17 @@ def parse_result(raw_path):
     """The fields of the RESULT line in a raw wrk output, or None."""
     try:
         with open(raw_path, encoding="utf-8", errors="replace") as f:
-            lines = [line for line in f if line.startswith("RESULT ")]
+            all_lines = f.readlines()
+        lines = [line for line in all_lines if line.startswith("RESULT ")]
     except OSError:
         return None
     if not lines:
         return None
     fields = {}
+    cpu = [line for line in all_lines if line.startswith("SERVERCPU ")]
+    if cpu:
+        parts = dict(pair.partition("=")[::2] for pair in cpu[-1].split()[1:])
+        fields["server_cpu_s"] = int(parts["ticks"]) / int(parts["hz"])
     for pair in lines[-1].split()[1:]:
         key, _, value = pair.partition("=")
         if key in INT_FIELDS:
@@ -149,6 +154,14 @@ class Report:
         base = paired["result"]["rps"] if paired and paired["result"] else self.ceiling_rps
         return rps / base if base else None
 
+    def cpu_per_request(self, db, row):
+        """Server CPU time per request in µs, when the run measured it."""
+        run = self.runs.get((db, row))
+        result = run and run["result"]
+        if not result or "server_cpu_s" not in result or not result["requests"]:
+            return None
+        return result["server_cpu_s"] * 1e6 / result["requests"]
+
     def latency_cells(self, db, row):
         run = self.runs.get((db, row))
         if not run:
@@ -167,7 +180,12 @@ class Report:
             return ["failed (!)", ""]
         rps = run["result"]["rps"]
         ratio = self.ratio(rps, db, row)
-        return [flagged(f"{rps:,.0f}", run), ratio_text(ratio)]
+        cells = [flagged(f"{rps:,.0f}", run), ratio_text(ratio)]
+        cpu = self.cpu_per_request(db, row)
+        paired = self.cpu_per_request("ceiling", f"{db}_{row}") or self.cpu_per_request("ceiling", "read_c32")
+        if cpu:
+            cells[0] += f" ({cpu:.0f} µs CPU/req" + (f", ceiling {paired:.0f})" if paired and db != "ceiling" else ")")
+        return cells
 
     def table(self):
         header = ["Operation"]
@@ -257,7 +275,7 @@ class Report:
             "",
             f"p50/p99: one keep-alive connection (wrk -t1 -c1), {m.get('latency_requests', '?')} requests per row "
             f"({m.get('token_requests', '?')} for OAuth Token). req/s: wrk -t2 -c32 for "
-            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the req/s of the ceiling run measured right after that row. "
+            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the req/s of the ceiling run measured right after that row; in brackets, the server's CPU time per request in that run and in the ceiling's. "
             f"{m.get('seeded', '?')} pizzas seeded per database. (!) marks a figure from a run with problems.",
             "",
             self.table(),
@@ -285,6 +303,8 @@ class Report:
                 t = entry[db]["throughput"]
                 if t and t["result"]:
                     entry[db]["throughput_vs_ceiling"] = self.ratio(t["result"]["rps"], db, throughput_row)
+                    entry[db]["server_cpu_us_per_request"] = self.cpu_per_request(db, throughput_row)
+                    entry[db]["ceiling_cpu_us_per_request"] = self.cpu_per_request("ceiling", f"{db}_{throughput_row}")
             ops.append(entry)
         return {
             "meta": self.meta,

@@ -47,7 +47,9 @@ const SELECT_OWNER_PG: PgStatement = PgStatement { sql: SELECT_OWNER, types: &[T
 const LIST_SQLITE: &str = concat!(
     "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at FROM pizzas ",
     "WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
-    "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT $3 OFFSET $4"
+    // A bare parameter as LIMIT makes SQLite plan the statement again on every
+    // run (it folds the value into the plan); an expression does not.
+    "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
 );
 const LIST_PG: PgStatement = PgStatement {
     sql: concat!(
@@ -316,5 +318,53 @@ pub fn count_all(db: &Db) -> Result<i64, DbError> {
     match db {
         Db::Sqlite(sqlite) => Ok(sqlite.pool.get()?.query_row(COUNT_ALL, [], |row| row.get(0))?),
         Db::Postgres(pool) => Ok(pool.get()?.query_one(COUNT_ALL, &[])?.try_get(0)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqlite_list_statement_is_never_prepared_again() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!("../../sql/sqlite/0001_initial.sql")).unwrap();
+        let mut stmt = conn.prepare(LIST_SQLITE).unwrap();
+
+        for limit in [10, 20, 10] {
+            let mut rows = stmt.query((None::<String>, None::<i64>, limit, 0)).unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn the_sqlite_pizza_statements_are_never_prepared_again() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!("../../sql/sqlite/0001_initial.sql")).unwrap();
+        conn.execute(
+            "INSERT INTO users (email, name, role, created_at, updated_at) VALUES ('a', 'a', 'admin', 'x', 'x')",
+            [],
+        )
+        .unwrap();
+        let input = PizzaInput { name: "A".into(), description: String::new(), ingredients: vec![], price: 1.0 };
+
+        for round in 0..3 {
+            insert_sqlite(&conn, &input, 1, clock::now()).unwrap();
+            let owner = if round == 1 { None } else { Some(1) };
+            let mut update = conn.prepare_cached(UPDATE_SQLITE).unwrap();
+            update.query(("B", "b", "", "[]", 2.0, clock::format(clock::now()), 1, owner)).unwrap().next().unwrap();
+            let mut delete = conn.prepare_cached(DELETE_SQLITE).unwrap();
+            delete.query((clock::format(clock::now()), 2 + round, owner)).unwrap().next().unwrap();
+            for sql in [SELECT_ONE_SQLITE, SELECT_OWNER] {
+                conn.prepare_cached(sql).unwrap().query([1]).unwrap().next().unwrap();
+            }
+        }
+
+        for sql in [INSERT_SQLITE, UPDATE_SQLITE, DELETE_SQLITE, SELECT_ONE_SQLITE, SELECT_OWNER] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+        }
     }
 }
