@@ -30,35 +30,20 @@ pub static BCRYPT_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 pub static CREDENTIAL_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 pub static CREDENTIAL_CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one request as in flight for as long as it lives.
-pub struct RequestInFlight;
+/// Counts one operation in an in-flight gauge for as long as it lives.
+pub struct InFlight(&'static AtomicI64);
 
-impl RequestInFlight {
-    pub fn start() -> RequestInFlight {
-        HTTP_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        RequestInFlight
+impl InFlight {
+    /// Adds one to `gauge` until the returned value is dropped.
+    pub fn start(gauge: &'static AtomicI64) -> InFlight {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        InFlight(gauge)
     }
 }
 
-impl Drop for RequestInFlight {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        HTTP_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts one bcrypt operation as in flight for as long as it lives.
-pub struct BcryptInFlight;
-
-impl BcryptInFlight {
-    pub fn start() -> BcryptInFlight {
-        BCRYPT_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        BcryptInFlight
-    }
-}
-
-impl Drop for BcryptInFlight {
-    fn drop(&mut self) {
-        BCRYPT_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::metrics::BcryptInFlight;
+use crate::metrics::{BCRYPT_IN_FLIGHT, InFlight};
 
 /// bcrypt reads at most 72 bytes including a terminating zero, so 71 bytes of
 /// secret; longer secrets are refused rather than silently cut (two secrets
@@ -33,7 +33,7 @@ pub fn new_client_id() -> Result<String, String> {
 
 /// The bcrypt hash of `secret` at `cost`.
 pub fn hash(secret: &str, cost: u32) -> Result<String, String> {
-    let _in_flight = BcryptInFlight::start();
+    let _in_flight = InFlight::start(&BCRYPT_IN_FLIGHT);
     bcrypt::non_truncating_hash(secret, cost).map_err(|e| format!("cannot hash a secret: {e}"))
 }
 
@@ -67,7 +67,7 @@ impl DummyHash {
 /// answer takes as long either way and reveals nothing about which client
 /// IDs exist.
 pub fn verify(secret: &str, hash: Option<&str>, dummy_hash: &str) -> bool {
-    let _in_flight = BcryptInFlight::start();
+    let _in_flight = InFlight::start(&BCRYPT_IN_FLIGHT);
     let target = hash.unwrap_or(dummy_hash);
     let acceptable = secret.len() <= MAX_SECRET_BYTES;
     // Even a secret that is refused for its length costs a full check.

@@ -184,7 +184,7 @@ fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, acces
 /// write the answer, count it, and log one access line.
 fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_http::Request) {
     let started = Instant::now();
-    let _in_flight = metrics::RequestInFlight::start();
+    let _in_flight = metrics::InFlight::start(&metrics::HTTP_IN_FLIGHT);
     let method = rq.method().clone();
     let target = rq.url().to_owned();
     // The query string is left out of every log line: clients sometimes put

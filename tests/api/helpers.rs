@@ -465,6 +465,18 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Reads a whole ureq response.
+    fn from_ureq(mut response: ureq::http::Response<ureq::Body>) -> TestResponse {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_string().unwrap_or_default();
+        TestResponse { status, headers, body }
+    }
+
     /// The body parsed as JSON (the test fails when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
@@ -501,16 +513,8 @@ impl TestApp {
             Some(body) => self.agent.run(builder.body(body.to_vec()).unwrap()),
             None => self.agent.run(builder.body(()).unwrap()),
         };
-        let mut response =
-            result.unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nserver log:\n{}", self.log()));
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_string().unwrap_or_default();
-        TestResponse { status, headers, body }
+        let response = result.unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nserver log:\n{}", self.log()));
+        TestResponse::from_ureq(response)
     }
 
     pub fn get(&self, path: &str) -> TestResponse {
@@ -728,17 +732,10 @@ pub fn post_form(url: &str, form: &str) -> TestResponse {
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let mut response = agent
+    let response = agent
         .post(url)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .send(form.as_bytes())
         .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    TestResponse { status, headers, body }
+    TestResponse::from_ureq(response)
 }
