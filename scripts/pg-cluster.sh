@@ -8,6 +8,13 @@
 #   scripts/pg-cluster.sh status   exit 0 when running
 #   scripts/pg-cluster.sh url      admin URL (postgres://postgres:...@127.0.0.1:PORT/postgres)
 #   scripts/pg-cluster.sh env      DB_* lines for running pizza-api against it
+#   scripts/pg-cluster.sh ca       path of the CA certificate the server's TLS
+#                                  certificate is signed with (for DB_SSLROOTCERT)
+#
+# The server accepts TLS and plain connections alike: its certificate (for
+# localhost and 127.0.0.1) comes from a throwaway CA made with openssl,
+# when openssl is there. It also listens on 127.0.0.2, an address the
+# certificate does not name, so tests can check host-name verification.
 #
 # Settings (environment):
 #   PIZZA_PG_DIR      where the cluster lives      (default /tmp/pizza-api-pg)
@@ -67,6 +74,29 @@ url() {
   echo "postgres://postgres:$(cat "$PWFILE")@127.0.0.1:$PORT/postgres"
 }
 
+# Makes a throwaway CA and a server certificate for localhost/127.0.0.1 in
+# $DIR, unless they exist. Prints the server's TLS settings (none without openssl).
+tls_settings() {
+  if [[ ! -f "$DIR/server.crt" ]]; then
+    command -v openssl >/dev/null 2>&1 || return 0
+    local ext="$DIR/server.ext"
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$ext"
+    {
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj "/CN=pizza-api test CA" -keyout "$DIR/ca.key" -out "$DIR/ca.crt" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+          -keyout "$DIR/server.key" -out "$DIR/server.csr" &&
+        openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial \
+          -days 3650 -extfile "$ext" -out "$DIR/server.crt"
+    } >"$DIR/openssl.log" 2>&1 || { cat "$DIR/openssl.log" >&2; die "could not make the TLS certificates"; }
+    chmod 600 "$DIR/server.key"
+    chmod 644 "$DIR/ca.crt" "$DIR/server.crt"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres "$DIR/server.key" "$DIR/server.crt"; fi
+  fi
+  echo "-c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key"
+}
+
 start() {
   local bin
   bin=$(find_bin) || { install_postgres && bin=$(find_bin); } || die "PostgreSQL server binaries not found (set PG_BIN)"
@@ -88,12 +118,14 @@ start() {
       -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
     if [[ $(id -u) -eq 0 ]]; then chown root "$PWFILE"; fi
   fi
+  local tls
+  tls=$(tls_settings)
   local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   [[ "${PIZZA_PG_DURABLE:-0}" == 1 ]] && durability="-c fsync=on -c synchronous_commit=on"
   touch "$LOG"
   if [[ $(id -u) -eq 0 ]]; then chown postgres "$LOG"; fi
   as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
-    -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR -c max_connections=300 $durability" \
+    -o "-p $PORT -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories=$DIR -c max_connections=300 $durability $tls" \
     start >/dev/null || { tail -n 30 "$LOG" >&2; die "the server did not start"; }
   say "running on 127.0.0.1:$PORT ($DIR)"
 }
@@ -138,5 +170,6 @@ case "${1:-}" in
   url) url ;;
   env) env_lines ;;
   createdb) ensure_database "${2:?database name}" ;;
-  *) echo "usage: $0 start|stop|status|url|env|createdb NAME" >&2; exit 2 ;;
+  ca) [[ -f "$DIR/ca.crt" ]] && echo "$DIR/ca.crt" ;;
+  *) echo "usage: $0 start|stop|status|url|env|ca|createdb NAME" >&2; exit 2 ;;
 esac

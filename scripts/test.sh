@@ -7,7 +7,8 @@
 #
 # PostgreSQL is a private cluster (scripts/pg-cluster.sh) on its own port,
 # started here and stopped and deleted afterwards, whatever happens; or the
-# server of TEST_DATABASE_URL (postgres://user:password@host:port/db) when set.
+# server of TEST_DATABASE_URL (postgres://user:password@host:port/db) when set
+# (with TEST_DATABASE_SSLROOTCERT, the CA of its TLS certificate, if any).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-all}"
@@ -20,7 +21,8 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   trap cleanup EXIT
   if scripts/pg-cluster.sh start; then
     TEST_DATABASE_URL="$(scripts/pg-cluster.sh url)"
-    export TEST_DATABASE_URL
+    TEST_DATABASE_SSLROOTCERT="$(scripts/pg-cluster.sh ca || true)"
+    export TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT
   elif [[ "${CI:-}" == "true" ]]; then
     echo "test: CI=true and PostgreSQL could not be started" >&2
     exit 1

@@ -77,17 +77,23 @@ pub struct PostgresConfig {
     pub password: Secret,
     pub name: String,
     pub sslmode: SslMode,
+    /// `DB_SSLROOTCERT`: PEM file of the CA(s) to trust for TLS.
+    pub root_cert: Option<PathBuf>,
 }
 
-/// `DB_SSLMODE`, with libpq's meaning for the modes this build supports.
+/// `DB_SSLMODE`, with libpq's meanings (see `db::tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     /// Plain TCP.
     Disable,
     /// TLS when the server offers it, plain otherwise.
     Prefer,
-    /// TLS or no connection.
+    /// TLS or no connection; the certificate is not checked.
     Require,
+    /// TLS with a certificate from a trusted CA.
+    VerifyCa,
+    /// TLS with a certificate from a trusted CA naming `DB_HOST`.
+    VerifyFull,
 }
 
 impl SslMode {
@@ -96,6 +102,8 @@ impl SslMode {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
         }
     }
 }
@@ -222,9 +230,19 @@ impl Config {
                     "disable" => SslMode::Disable,
                     "prefer" | "allow" => SslMode::Prefer,
                     "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
                     other => {
-                        return Err(invalid("DB_SSLMODE", format!("{other:?} is not one of disable, prefer, require")));
+                        return Err(invalid(
+                            "DB_SSLMODE",
+                            format!("{other:?} is not one of disable, prefer, require, verify-ca, verify-full"),
+                        ));
                     }
+                },
+                root_cert: match (env.lookup)("DB_SSLROOTCERT") {
+                    None => None,
+                    Some(path) if std::path::Path::new(&path).is_file() => Some(PathBuf::from(path)),
+                    Some(path) => return Err(invalid("DB_SSLROOTCERT", format!("{path:?} is not a readable file"))),
                 },
             }),
             other => {
@@ -292,13 +310,15 @@ impl Config {
         let database = match &self.database {
             DatabaseConfig::Sqlite { path } => format!("DB_DRIVER=sqlite DB_PATH={}", path.display()),
             DatabaseConfig::Postgres(pg) => format!(
-                "DB_DRIVER=postgres DB_HOST={} DB_PORT={} DB_USER={} DB_PASSWORD={} DB_NAME={} DB_SSLMODE={}",
+                "DB_DRIVER=postgres DB_HOST={} DB_PORT={} DB_USER={} DB_PASSWORD={} DB_NAME={} DB_SSLMODE={} \
+                 DB_SSLROOTCERT={}",
                 pg.host,
                 pg.port,
                 pg.user,
                 pg.password,
                 pg.name,
-                pg.sslmode.as_str()
+                pg.sslmode.as_str(),
+                pg.root_cert.as_ref().map_or("(unset)".into(), |p| p.display().to_string()),
             ),
         };
         format!(

@@ -3,6 +3,7 @@
 //! run the statement written for that dialect.
 
 pub mod migrate;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,10 +12,10 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use postgres::NoTls;
 use r2d2::ManageConnection;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseConfig, PoolConfig, PostgresConfig, SslMode};
 
@@ -103,8 +104,9 @@ impl std::ops::DerefMut for PgConn {
     }
 }
 
-/// Opens [`PgConn`]s: r2d2_postgres's manager, plus a statement cache per connection.
-pub struct PgManager(PostgresConnectionManager<NoTls>);
+/// Opens [`PgConn`]s: r2d2_postgres's manager (TLS by rustls, per
+/// `DB_SSLMODE`), plus a statement cache per connection.
+pub struct PgManager(PostgresConnectionManager<MakeRustlsConnect>);
 
 impl ManageConnection for PgManager {
     type Connection = PgConn;
@@ -222,17 +224,22 @@ impl Db {
     /// Opens the database, trying [`CONNECT_ATTEMPTS`] times with doubling
     /// pauses (1, 2, 4, 8 s by default) and logging each failed attempt.
     pub fn connect(config: &DatabaseConfig, pool: &PoolConfig) -> Result<Db, DbError> {
-        if let DatabaseConfig::Sqlite { path } = config {
-            check_sqlite_directory(path)?;
-        }
+        // Problems no retry can fix fail at once.
+        let open: Box<dyn Fn() -> Result<Db, String>> = match config {
+            DatabaseConfig::Sqlite { path } => {
+                check_sqlite_directory(path)?;
+                Box::new(move || open_sqlite(path, pool).map(Db::Sqlite))
+            }
+            DatabaseConfig::Postgres(pg) => {
+                let tls = tls::connector(pg.sslmode, pg.root_cert.as_deref()).map_err(DbError::Unavailable)?;
+                Box::new(move || open_postgres(pg, pool, tls.clone()).map(Db::Postgres))
+            }
+        };
         let mut delay = pool.retry_base_delay;
         let mut attempt = 1;
         loop {
             log::info!("connecting to the {} database (attempt {attempt}/{CONNECT_ATTEMPTS})", config.driver_name());
-            let result = match config {
-                DatabaseConfig::Sqlite { path } => open_sqlite(path, pool).map(Db::Sqlite),
-                DatabaseConfig::Postgres(pg) => open_postgres(pg, pool).map(Db::Postgres),
-            };
+            let result = open();
             match result {
                 Ok(db) => return Ok(db),
                 Err(cause) if attempt == CONNECT_ATTEMPTS => {
@@ -378,7 +385,7 @@ fn open_sqlite(path: &Path, settings: &PoolConfig) -> Result<SqliteDb, String> {
     })
 }
 
-fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig) -> Result<PgPool, String> {
+fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig, tls: MakeRustlsConnect) -> Result<PgPool, String> {
     let mut config = postgres::Config::new();
     config
         .host(&settings.host)
@@ -391,9 +398,9 @@ fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig) -> Result<PgPool,
         .ssl_mode(match settings.sslmode {
             SslMode::Disable => postgres::config::SslMode::Disable,
             SslMode::Prefer => postgres::config::SslMode::Prefer,
-            SslMode::Require => postgres::config::SslMode::Require,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
         });
-    let manager = PgManager(PostgresConnectionManager::new(config, NoTls));
+    let manager = PgManager(PostgresConnectionManager::new(config, tls));
     let mut first = manager.connect().map_err(|e| describe(&e))?;
     first.simple_query("SELECT 1").map_err(|e| describe(&e))?;
     drop(first);

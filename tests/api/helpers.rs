@@ -70,6 +70,9 @@ pub struct PgAdmin {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// The CA that signed the server's TLS certificate, when known
+    /// (`TEST_DATABASE_SSLROOTCERT`, or the private cluster's).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PgAdmin {
@@ -96,16 +99,19 @@ fn repo_root() -> PathBuf {
 }
 
 fn discover_postgres() -> Option<PgAdmin> {
-    let url = match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
+    let script = repo_root().join("scripts/pg-cluster.sh");
+    let script_output = |command: &str| -> Option<String> {
+        let out = Command::new(&script).arg(command).output().ok().filter(|o| o.status.success())?;
+        Some(String::from_utf8(out.stdout).ok()?.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let (url, ca_file) = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, std::env::var("TEST_DATABASE_SSLROOTCERT").ok().filter(|s| !s.is_empty())),
         _ => {
-            let script = repo_root().join("scripts/pg-cluster.sh");
             let started = Command::new(&script).arg("start").stdout(Stdio::null()).status();
             if !matches!(started, Ok(s) if s.success()) {
                 return None;
             }
-            let out = Command::new(&script).arg("url").output().ok()?;
-            String::from_utf8(out.stdout).ok()?.trim().to_owned()
+            (script_output("url")?, script_output("ca"))
         }
     };
     let config: postgres::Config = url.parse().unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not parse: {e}"));
@@ -118,6 +124,7 @@ fn discover_postgres() -> Option<PgAdmin> {
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or("postgres").to_owned(),
         password: config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default(),
+        ca_file: ca_file.map(PathBuf::from),
     })
 }
 
@@ -496,6 +503,20 @@ impl TestApp {
     /// Everything the server has printed so far.
     pub fn log(&self) -> String {
         self.output.text()
+    }
+
+    /// The server's output once it contains `needle` (access lines are
+    /// written in batches, a moment after the response); fails after 10 s.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never appeared in the server output:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Adds a value that must never appear in the server's output.

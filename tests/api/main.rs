@@ -13,3 +13,4 @@ mod operations;
 mod pizzas;
 mod seed;
 mod startup;
+mod tls;
