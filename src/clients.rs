@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::app::AppState;
 use crate::auth::{self, secrets};
 use crate::clock;
-use crate::db::{Db, DbError, PgStatement};
+use crate::db::{Db, DbError, PgStatement, pg_read};
 use crate::http::request::json_body;
 use crate::http::{ApiError, Response};
 use crate::users::Role;
@@ -235,7 +235,7 @@ pub fn find_for_token(db: &Db, id: &str) -> Result<Option<TokenClient>, DbError>
                 None => None,
             }
         }
-        Db::Postgres(pool) => match pool.get()?.run(&SELECT_FOR_TOKEN_PG, &[&id])?.first() {
+        Db::Postgres(pool) => match pg_read(pool, &SELECT_FOR_TOKEN_PG, &[&id])?.first() {
             Some(row) => Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)),
             None => None,
         },

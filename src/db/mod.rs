@@ -288,22 +288,40 @@ impl Db {
                 conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
                 Ok(())
             }
-            Db::Postgres(pool) => {
-                // Every idle connection may be dead after a server restart;
-                // each fails at once, so trying them all is cheap.
-                let mut last = None;
-                for _ in 0..=pool.max_size() {
-                    let mut conn = pool.get_timeout(wait)?;
-                    match conn.simple_query("SELECT 1") {
-                        Ok(_) => return Ok(()),
-                        Err(err) if conn.is_closed() => last = Some(err),
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-                Err(last.map_or_else(|| DbError::Unavailable("connection lost".into()), DbError::from))
-            }
+            Db::Postgres(pool) => pg_repeatable(pool, wait, |conn| Ok(conn.simple_query("SELECT 1").map(|_| ())?)),
         }
     }
+}
+
+/// Runs `work` on a pooled PostgreSQL connection, and again on another when
+/// that connection turns out to be dead (the server restarted or cut it),
+/// up to once per connection the pool can hold: after a restart every idle
+/// connection is dead, and each fails at once. Only for work that is safe to
+/// repeat (reads): a write cut off mid-way might have committed.
+pub fn pg_repeatable<T>(
+    pool: &PgPool,
+    wait: Duration,
+    mut work: impl FnMut(&mut PgConn) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut last = None;
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool.get_timeout(wait)?;
+        match work(&mut conn) {
+            Err(err) if conn.is_closed() => last = Some(err),
+            result => return result,
+        }
+    }
+    Err(last.unwrap_or_else(|| DbError::Unavailable("every connection was lost".into())))
+}
+
+/// Runs a read-only statement with [`pg_repeatable`], waiting for a
+/// connection as long as the pool allows.
+pub fn pg_read(
+    pool: &PgPool,
+    statement: &PgStatement,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<postgres::Row>, DbError> {
+    pg_repeatable(pool, pool.connection_timeout(), |conn| conn.run(statement, params))
 }
 
 impl SqliteDb {

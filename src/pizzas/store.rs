@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::input::{ListQuery, PizzaInput, fold};
 use crate::clock;
-use crate::db::{Db, DbError, PgStatement};
+use crate::db::{Db, DbError, PgStatement, pg_read};
 
 /// A pizza as every response shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -154,7 +154,7 @@ pub fn find(db: &Db, id: i64) -> Result<Option<Pizza>, DbError> {
             let mut stmt = conn.prepare_cached(SELECT_ONE_SQLITE)?;
             Ok(sqlite_rows(stmt.query([id])?)?.pop())
         }
-        Db::Postgres(pool) => first_pg(pool.get()?.run(&SELECT_ONE_PG, &[&id])?),
+        Db::Postgres(pool) => first_pg(pg_read(pool, &SELECT_ONE_PG, &[&id])?),
     }
 }
 
@@ -168,7 +168,7 @@ pub fn owner(db: &Db, id: i64) -> Result<Option<i64>, DbError> {
             Ok(rows.next()?.map(|row| row.get(0)).transpose()?)
         }
         Db::Postgres(pool) => {
-            let rows = pool.get()?.run(&SELECT_OWNER_PG, &[&id])?;
+            let rows = pg_read(pool, &SELECT_OWNER_PG, &[&id])?;
             Ok(rows.first().map(|row| row.try_get(0)).transpose()?)
         }
     }
@@ -184,7 +184,7 @@ pub fn list(db: &Db, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
         }
         Db::Postgres(pool) => {
             let params: [&(dyn ToSql + Sync); 4] = [&query.name, &query.created_by, &query.limit, &query.offset];
-            pool.get()?.run(&LIST_PG, &params)?.iter().map(from_pg).collect()
+            pg_read(pool, &LIST_PG, &params)?.iter().map(from_pg).collect()
         }
     }
 }

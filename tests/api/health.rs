@@ -145,3 +145,21 @@ fn admin_sql(db: &TestDb, sql: &str) {
         admin.admin_execute(sql);
     }
 }
+
+both_backends!(
+    fn reads_succeed_at_once_after_the_server_drops_every_connection(backend) {
+        let app = spawn_app_with(backend, &[("MAX_IDLE_CONNS", "4")]);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(app.get("/api/v1/public/pizzas/1").status, 200);
+
+        drop_connections(&app.db);
+        std::thread::sleep(Duration::from_millis(100));
+        let read = app.get("/api/v1/public/pizzas/1");
+        let list = app.get("/api/v1/public/pizzas");
+        let token = app.token_request("grant_type=client_credentials&client_id=dev-client&client_secret=dev-secret-123", &[]);
+
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert_eq!(list.status, 200, "{}", list.body);
+        assert_eq!(token.status, 200, "{}", token.body);
+    }
+);
