@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::auth::JwtKeys;
 use crate::auth::cache::CredentialCache;
-use crate::auth::secrets::{self, DummyHash};
+use crate::auth::secrets::{self, BcryptSlots, DummyHash};
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::http::HttpServer;
@@ -26,6 +26,8 @@ pub struct AppState {
     pub dummy_hash: DummyHash,
     /// Secrets that already passed bcrypt, so repeated tokens skip it.
     pub credentials: CredentialCache,
+    /// How many token requests may run bcrypt at once (half the workers).
+    pub bcrypt_slots: BcryptSlots,
     /// Request counts and durations for `/metrics`.
     pub metrics: Metrics,
 }
@@ -94,7 +96,9 @@ impl Application {
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
-        let state = Arc::new(AppState { config, db, jwt, dummy_hash, credentials, metrics: Metrics::default() });
+        let bcrypt_slots = BcryptSlots::new(config.workers / 2);
+        let state =
+            Arc::new(AppState { config, db, jwt, dummy_hash, credentials, bcrypt_slots, metrics: Metrics::default() });
         let warm = Arc::clone(&state);
         std::thread::spawn(move || warm.dummy_hash.get().len());
         let server = HttpServer::start(listener, Arc::clone(&state), workers)

@@ -26,6 +26,8 @@ pub static HTTP_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 pub static POOL_WAIT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 /// bcrypt hashes or checks running right now.
 pub static BCRYPT_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Token requests refused because every bcrypt slot was busy.
+pub static BCRYPT_SLOTS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 /// Token requests answered from the credential cache, and those that ran bcrypt.
 pub static CREDENTIAL_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 pub static CREDENTIAL_CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
@@ -182,6 +184,12 @@ pub fn render(state: &AppState) -> Response {
         "pizza_api_bcrypt_in_flight",
         "bcrypt hashes or checks running now.",
         BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_bcrypt_slots_exhausted_total",
+        "Token requests answered 503 because every bcrypt slot was busy.",
+        BCRYPT_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

@@ -3,6 +3,7 @@
 //! constant work whether or not the client exists.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -62,6 +63,38 @@ impl DummyHash {
     }
 }
 
+/// A cap on concurrent bcrypt checks of the token endpoint: each holds a
+/// worker (and a core) for tens of milliseconds, so a flood of wrong secrets
+/// could otherwise occupy every worker and stall all other requests.
+pub struct BcryptSlots {
+    max: usize,
+    used: AtomicUsize,
+}
+
+/// A taken slot; dropping it frees the slot.
+pub struct BcryptSlot<'a>(&'a AtomicUsize);
+
+impl BcryptSlots {
+    /// Room for `max` checks at once (at least one).
+    pub fn new(max: usize) -> BcryptSlots {
+        BcryptSlots { max: max.max(1), used: AtomicUsize::new(0) }
+    }
+
+    /// A slot, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<BcryptSlot<'_>> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.max).then_some(used + 1))
+            .ok()
+            .map(|_| BcryptSlot(&self.used))
+    }
+}
+
+impl Drop for BcryptSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Whether `secret` matches `hash`. Without a hash (unknown client) the
 /// secret is checked against `dummy_hash`, made at the same cost, so the
 /// answer takes as long either way and reveals nothing about which client
@@ -79,6 +112,17 @@ pub fn verify(secret: &str, hash: Option<&str>, dummy_hash: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bcrypt_slots_run_out_and_come_back() {
+        let slots = BcryptSlots::new(2);
+        let first = slots.try_take();
+        let second = slots.try_take();
+        assert!(first.is_some() && second.is_some());
+        assert!(slots.try_take().is_none());
+        drop(first);
+        assert!(slots.try_take().is_some());
+    }
 
     #[test]
     fn a_generated_secret_has_256_bits() {

@@ -161,6 +161,17 @@ fn authenticate_client(state: &AppState, credentials: &Credentials) -> Result<To
         }
         _ => {
             metrics::CREDENTIAL_CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
+            // Refused before any bcrypt work, for known and unknown clients
+            // alike: the answer says nothing about which IDs exist.
+            let Some(_slot) = state.bcrypt_slots.try_take() else {
+                metrics::BCRYPT_SLOTS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+                return Err(oauth(
+                    503,
+                    "temporarily_unavailable",
+                    "too many client authentications in progress; retry shortly",
+                    credentials.basic,
+                ));
+            };
             let verified = secrets::verify(secret, stored_hash, state.dummy_hash.get());
             if let (Some(hash), true) = (stored_hash, verified) {
                 state.credentials.remember(id, secret, hash);

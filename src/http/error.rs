@@ -89,10 +89,10 @@ impl ApiError {
                 let response = Response::json(status, &json!({ "error": code, "error_description": description }))
                     .with_header("Cache-Control", "no-store")
                     .with_header("Pragma", "no-cache");
-                if status == 401 && basic_challenge {
-                    response.with_header("WWW-Authenticate", r#"Basic realm="pizza-api""#)
-                } else {
-                    response
+                match status {
+                    401 if basic_challenge => response.with_header("WWW-Authenticate", r#"Basic realm="pizza-api""#),
+                    503 => response.with_header("Retry-After", "1"),
+                    _ => response,
                 }
             }
             ApiError::Unavailable(cause) => {

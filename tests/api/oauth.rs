@@ -323,3 +323,36 @@ both_backends!(
         assert_eq!(response.status, 401);
     }
 );
+
+both_backends!(
+    fn a_flood_of_token_requests_cannot_take_every_worker(backend) {
+        // Seed quickly at cost 4, then restart at cost 12: each check of an
+        // unknown client's secret now takes long enough to overlap.
+        let db = TestDb::new(backend);
+        drop(spawn_on(db.clone(), &[]));
+        let app = spawn_on(db, &[("WORKERS", "4"), ("BCRYPT_COST", "12")]);
+        let url = app.url("/api/v1/oauth/token");
+
+        let flood: Vec<_> = (0..6)
+            .map(|i| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    post_form(&url, &format!("grant_type=client_credentials&client_id=nobody-{i}&client_secret=x"))
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let livez = app.get("/livez");
+        let livez_took = started.elapsed();
+        let answers: Vec<TestResponse> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+
+        assert_eq!(livez.status, 200);
+        assert!(livez_took < std::time::Duration::from_millis(500), "other requests are still served: {livez_took:?}");
+        let refused: Vec<&TestResponse> = answers.iter().filter(|r| r.status == 503).collect();
+        assert!(!refused.is_empty(), "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+        assert!(answers.iter().all(|r| r.status == 401 || r.status == 503));
+        assert_eq!(refused[0].json()["error"], "temporarily_unavailable");
+        assert_eq!(refused[0].header("retry-after"), Some("1"));
+    }
+);
