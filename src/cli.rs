@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ Commands:
   serve        run the service (the default)
   healthcheck  ask the running service's /health on APP_PORT; exit 0 when
                it answers 200, 1 otherwise (for container HEALTHCHECKs)
+  migrate-data --from-sqlite FILE
+               copy a pizza-api SQLite database (users, pizzas, clients,
+               deleted rows and IDs included) into the empty PostgreSQL
+               database of the DB_* variables
 
 Options:
   -h, --help       print this help
@@ -37,6 +42,7 @@ pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") if args.len() <= 1 => serve(),
         Some("healthcheck") if args.len() == 1 => healthcheck(),
+        Some("migrate-data") if args.len() == 3 && args[1] == "--from-sqlite" => migrate_data(Path::new(&args[2])),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -52,25 +58,57 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-fn serve() -> ExitCode {
-    if let Err(message) = load_dotenv() {
-        eprintln!("pizza-api: {message}");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("pizza-api: {err}");
-            return ExitCode::from(EXIT_USAGE);
+/// The configuration from `.env` and the environment, with logging set up;
+/// `Err` is the exit code after a one-line error.
+fn configure() -> Result<Config, ExitCode> {
+    let config = load_dotenv().map_err(|e| e.to_string()).and_then(|()| Config::from_env().map_err(|e| e.to_string()));
+    match config {
+        Ok(config) => {
+            init_logging(config.log_level);
+            log::info!("configuration: {}", config.summary());
+            Ok(config)
         }
+        Err(message) => {
+            eprintln!("pizza-api: {message}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let config = match configure() {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    init_logging(config.log_level);
-    log::info!("configuration: {}", config.summary());
 
     match Application::build(config).and_then(Application::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate_data(source: &Path) -> ExitCode {
+    let config = match configure() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match crate::migrate_data::run(source, &config) {
+        Ok(copied) => {
+            log::info!(
+                "copied {} users, {} pizzas ({} of them deleted) and {} clients from {}",
+                copied.users,
+                copied.pizzas,
+                copied.deleted_pizzas,
+                copied.clients,
+                source.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("migrate-data: {err}");
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod migrate_data;
 pub mod pizzas;
 pub mod seed;
 pub mod users;

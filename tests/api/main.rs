@@ -8,6 +8,7 @@ mod bearer;
 mod clients;
 mod health;
 mod http_rules;
+mod migrate_data;
 mod oauth;
 mod operations;
 mod pizzas;
