@@ -21,9 +21,9 @@ pub const TARGET: &str = "pizza_api::access";
 /// How long the writer lets lines gather after each write.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
-/// The timestamp form `simple_logger` uses for UTC.
-const TIMESTAMP: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// The whole seconds of the timestamp form `simple_logger` uses for UTC
+/// (`2026-11-27T02:10:57.123Z`); the milliseconds are added per line.
+const SECOND_PREFIX: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 
 /// Where workers send access lines; clone one per worker.
 #[derive(Clone)]
@@ -60,10 +60,24 @@ impl AccessLog {
     /// Logs one answered request.
     pub fn record(&self, method: &tiny_http::Method, path: &str, status: u16, elapsed: Duration) {
         let Some(lines) = &self.lines else { return };
-        let now = OffsetDateTime::now_utc().format(TIMESTAMP).unwrap_or_default();
+        let now = OffsetDateTime::now_utc();
         let millis = elapsed.as_secs_f64() * 1e3;
-        let _ = lines.send(format!("{now} INFO  [{TARGET}] {method} {path} {status} {millis:.3}ms\n"));
+        let line = SECOND.with_borrow_mut(|(second, text)| {
+            // Formatting a date costs more than the rest of the line: each
+            // worker formats it once a second and adds the milliseconds.
+            if *second != now.unix_timestamp() || text.is_empty() {
+                *second = now.unix_timestamp();
+                *text = now.format(SECOND_PREFIX).unwrap_or_default();
+            }
+            format!("{text}.{:03}Z INFO  [{TARGET}] {method} {path} {status} {millis:.3}ms\n", now.millisecond())
+        });
+        let _ = lines.send(line);
     }
+}
+
+thread_local! {
+    /// This thread's last formatted second: (Unix seconds, "2026-11-27T02:10:57").
+    static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
 
 fn write_lines(lines: Receiver<String>) {
@@ -82,5 +96,29 @@ fn write_lines(lines: Receiver<String>) {
         // Lines sent while this thread sleeps queue up without waking it:
         // under load that is one write per pause instead of a wake-up per request.
         thread::sleep(BATCH_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_looks_like_every_other_log_line() {
+        let (tx, rx) = mpsc::channel();
+        let log = AccessLog { lines: Some(tx) };
+
+        log.record(&tiny_http::Method::Get, "/health", 200, Duration::from_micros(1500));
+        log.record(&tiny_http::Method::Post, "/api/v1/pizzas", 201, Duration::from_micros(250));
+
+        for (line, rest) in [
+            (rx.recv().unwrap(), "GET /health 200 1.500ms\n"),
+            (rx.recv().unwrap(), "POST /api/v1/pizzas 201 0.250ms\n"),
+        ] {
+            let (stamp, tail) = line.split_once(' ').unwrap();
+            assert_eq!(tail, format!("INFO  [pizza_api::access] {rest}"));
+            assert_eq!(stamp.len(), "2026-11-27T02:10:57.123Z".len(), "{stamp}");
+            assert!(OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).is_ok(), "{stamp}");
+        }
     }
 }
