@@ -149,7 +149,39 @@ pub struct Config {
     /// `SHUTDOWN_TIMEOUT`: how long a stopping server waits for the requests
     /// it accepted before it exits anyway.
     pub shutdown_timeout: Duration,
+    /// What one client may make the HTTP listener hold.
+    pub http: HttpLimits,
 }
+
+/// Limits of the HTTP listener (`HTTP_*`, `MAX_CONNECTIONS`). Past each, the
+/// listener answers on its own and closes the connection; see the README's
+/// Limits section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Request line plus headers, in bytes (`HTTP_MAX_HEADER_BYTES`); beyond: 431.
+    pub max_header_bytes: usize,
+    /// From a request's first byte until its head and body have arrived
+    /// (`HTTP_READ_TIMEOUT_MS`); beyond: 408. Also how long a new connection
+    /// may stay silent.
+    pub read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept (`HTTP_KEEPALIVE_TIMEOUT_MS`).
+    pub keepalive_timeout: Duration,
+    /// How long a response may wait for a client that does not read
+    /// (`HTTP_WRITE_TIMEOUT_MS`); then the connection closes.
+    pub write_timeout: Duration,
+    /// Open connections (`MAX_CONNECTIONS`); at the cap the longest-idle one
+    /// is closed to make room, or the newcomer gets 503.
+    pub max_connections: usize,
+    /// Request bodies held in memory at once, all connections together
+    /// (`HTTP_MAX_BUFFERED_BODY_BYTES`); beyond: 503.
+    pub max_buffered_body_bytes: usize,
+}
+
+/// The largest request body accepted (1 MiB); beyond: 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Header fields one request may carry; beyond: 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// A configuration value that cannot be used; `Display` is the one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +328,24 @@ impl Config {
             seed_dev_data: env.boolean("SEED_DEV_DATA")?,
             workers: env.number("WORKERS", default_workers() as u64, 1, 1024)? as usize,
             shutdown_timeout: Duration::from_secs(env.number("SHUTDOWN_TIMEOUT", 10, 1, 3600)?),
+            http: HttpLimits {
+                max_header_bytes: env.number("HTTP_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024)? as usize,
+                read_timeout: Duration::from_millis(env.number("HTTP_READ_TIMEOUT_MS", 10_000, 100, 600_000)?),
+                keepalive_timeout: Duration::from_millis(env.number(
+                    "HTTP_KEEPALIVE_TIMEOUT_MS",
+                    5_000,
+                    100,
+                    3_600_000,
+                )?),
+                write_timeout: Duration::from_millis(env.number("HTTP_WRITE_TIMEOUT_MS", 10_000, 100, 600_000)?),
+                max_connections: env.number("MAX_CONNECTIONS", 1024, 1, 1_000_000)? as usize,
+                max_buffered_body_bytes: env.number(
+                    "HTTP_MAX_BUFFERED_BODY_BYTES",
+                    32 * 1024 * 1024,
+                    MAX_BODY_BYTES as u64,
+                    1 << 40,
+                )? as usize,
+            },
         })
     }
 
@@ -324,7 +374,9 @@ impl Config {
         format!(
             "APP_ENV={} APP_HOST={} APP_PORT={} LOG_LEVEL={} WORKERS={} {} MAX_OPEN_CONNS={} MAX_IDLE_CONNS={} \
              CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
-             BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={} SHUTDOWN_TIMEOUT={}",
+             BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={} SHUTDOWN_TIMEOUT={} MAX_CONNECTIONS={} \
+             HTTP_MAX_HEADER_BYTES={} HTTP_READ_TIMEOUT_MS={} HTTP_KEEPALIVE_TIMEOUT_MS={} HTTP_WRITE_TIMEOUT_MS={} \
+             HTTP_MAX_BUFFERED_BODY_BYTES={}",
             match self.app_env {
                 AppEnv::Development => "development",
                 AppEnv::Production => "production",
@@ -345,6 +397,12 @@ impl Config {
             self.bcrypt_cost,
             self.seed_enabled(),
             self.shutdown_timeout.as_secs(),
+            self.http.max_connections,
+            self.http.max_header_bytes,
+            self.http.read_timeout.as_millis(),
+            self.http.keepalive_timeout.as_millis(),
+            self.http.write_timeout.as_millis(),
+            self.http.max_buffered_body_bytes,
         )
     }
 }

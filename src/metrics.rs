@@ -32,6 +32,31 @@ pub static BCRYPT_SLOTS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 pub static CREDENTIAL_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 pub static CREDENTIAL_CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
 
+/// Worker threads running, and the times one started its loop again after a panic.
+pub static WORKERS_ALIVE: AtomicI64 = AtomicI64::new(0);
+pub static WORKER_RESTARTS: AtomicU64 = AtomicU64::new(0);
+/// Connections of the HTTP listener: open now, and what happened to them.
+pub static HTTP_CONNECTIONS_OPEN: AtomicI64 = AtomicI64::new(0);
+/// Requests whose head or body is still arriving (no worker holds them).
+pub static HTTP_REQUESTS_RECEIVING: AtomicI64 = AtomicI64::new(0);
+pub static HTTP_CONNECTIONS_ACCEPTED: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_CONNECTIONS_EVICTED: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_IDLE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_ACCEPT_PAUSES: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_SLOW_WRITES: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// The statuses the listener answers on its own, before any worker.
+const TRANSPORT_STATUSES: [u16; 8] = [400, 408, 413, 417, 431, 501, 503, 505];
+static TRANSPORT_REJECTIONS: [AtomicU64; TRANSPORT_STATUSES.len()] = [const { AtomicU64::new(0) }; 8];
+
+/// Counts one request the listener answered itself with `status`.
+pub fn count_transport_rejection(status: u16) {
+    let i = TRANSPORT_STATUSES.iter().position(|&s| s == status).unwrap_or(0);
+    TRANSPORT_REJECTIONS[i].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Counts one operation in an in-flight gauge for as long as it lives.
 pub struct InFlight(&'static AtomicI64);
 
@@ -157,6 +182,76 @@ fn resident_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+fn write_transport(out: &mut String) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    gauge(out, "pizza_api_workers", "Worker threads serving requests.", WORKERS_ALIVE.load(Ordering::Relaxed));
+    counter(
+        out,
+        "pizza_api_worker_restarts_total",
+        "Times a worker started its loop again after a failure outside request handling.",
+        load(&WORKER_RESTARTS),
+    );
+    gauge(
+        out,
+        "pizza_api_http_connections_open",
+        "Client connections open now.",
+        HTTP_CONNECTIONS_OPEN.load(Ordering::Relaxed),
+    );
+    gauge(
+        out,
+        "pizza_api_http_requests_receiving",
+        "Requests whose head or body is still arriving; connection threads hold them, not workers.",
+        HTTP_REQUESTS_RECEIVING.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "pizza_api_http_connections_accepted_total",
+        "Client connections accepted.",
+        load(&HTTP_CONNECTIONS_ACCEPTED),
+    );
+    counter(
+        out,
+        "pizza_api_http_connections_evicted_total",
+        "Idle keep-alive connections closed to make room at MAX_CONNECTIONS.",
+        load(&HTTP_CONNECTIONS_EVICTED),
+    );
+    counter(
+        out,
+        "pizza_api_http_connections_refused_total",
+        "New connections refused with 503 at MAX_CONNECTIONS, none being idle.",
+        load(&HTTP_CONNECTIONS_REFUSED),
+    );
+    counter(
+        out,
+        "pizza_api_http_idle_timeouts_total",
+        "Keep-alive connections closed after HTTP_KEEPALIVE_TIMEOUT_MS without a request.",
+        load(&HTTP_IDLE_TIMEOUTS),
+    );
+    counter(
+        out,
+        "pizza_api_http_accept_pauses_total",
+        "Pauses of the accept loop for exhausted file descriptors, memory or threads.",
+        load(&HTTP_ACCEPT_PAUSES),
+    );
+    counter(
+        out,
+        "pizza_api_http_slow_writes_total",
+        "Responses that did not fit the socket at once and were finished by a helper thread.",
+        load(&HTTP_SLOW_WRITES),
+    );
+    counter(
+        out,
+        "pizza_api_http_write_failures_total",
+        "Responses that could not be written within HTTP_WRITE_TIMEOUT_MS or failed.",
+        load(&HTTP_WRITE_FAILURES),
+    );
+    let name = "pizza_api_http_transport_rejections_total";
+    header(out, name, "counter", "Requests the listener answered itself, then closed, by status.");
+    for (status, count) in TRANSPORT_STATUSES.iter().zip(&TRANSPORT_REJECTIONS) {
+        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {}", load(count));
+    }
+}
+
 /// `GET /metrics`.
 pub fn render(state: &AppState) -> Response {
     let mut out = String::with_capacity(8 * 1024);
@@ -203,6 +298,7 @@ pub fn render(state: &AppState) -> Response {
         "Token requests that had to run bcrypt.",
         CREDENTIAL_CACHE_MISSES.load(Ordering::Relaxed),
     );
+    write_transport(&mut out);
     if let Some(bytes) = resident_memory_bytes() {
         gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", bytes);
     }

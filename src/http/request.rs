@@ -6,8 +6,7 @@ use serde_json::Value;
 
 use super::ApiError;
 
-/// The largest request body accepted (1 MiB); anything larger is answered 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::config::MAX_BODY_BYTES;
 
 /// Splits a request target into its path and its query string (without `?`).
 pub fn split_target(target: &str) -> (&str, &str) {

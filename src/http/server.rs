@@ -8,7 +8,7 @@
 //! or the drain deadline passes.
 
 use std::any::Any;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,7 @@ use super::error::internal_error;
 use super::router::{self, Route};
 use super::{ApiError, Response, request};
 use crate::app::AppState;
+use crate::config::{HttpLimits, MAX_HEADER_FIELDS};
 use crate::metrics;
 
 /// How often an idle worker checks whether the server is stopping.
@@ -54,6 +55,7 @@ pub struct HttpServer {
 pub struct StopHandle {
     stopping: Arc<AtomicBool>,
     listener: Arc<Mutex<Option<Socket>>>,
+    server: Arc<tiny_http::Server>,
     notify: Sender<StopReason>,
 }
 
@@ -69,6 +71,8 @@ impl StopHandle {
         if let Some(socket) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
+        // Open connections take no new requests: idle ones close now.
+        self.server.drain();
         let _ = self.notify.send(reason);
     }
 
@@ -108,11 +112,16 @@ impl HttpServer {
     pub fn start(listener: TcpListener, state: Arc<AppState>, workers: usize) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
         let control = Socket::from(listener.try_clone()?);
-        let server = Arc::new(tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?);
+        let limits = transport_limits(&state.config.http);
+        let observer: Arc<dyn tiny_http::Observer> = Arc::new(TransportMetrics);
+        let server = Arc::new(
+            tiny_http::Server::from_listener_with(listener, limits, Some(observer)).map_err(io::Error::other)?,
+        );
         let (notify, stopped) = mpsc::channel();
         let stop = StopHandle {
             stopping: Arc::new(AtomicBool::new(false)),
             listener: Arc::new(Mutex::new(Some(control))),
+            server: Arc::clone(&server),
             notify,
         };
         let (access, access_writer) = AccessLog::start();
@@ -164,11 +173,35 @@ impl HttpServer {
     }
 }
 
+/// One worker thread. A panic that escapes request handling (it should
+/// not) is counted and the loop starts again, so the pool never shrinks.
 fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, access: &AccessLog) {
+    let _alive = metrics::InFlight::start(&metrics::WORKERS_ALIVE);
+    loop {
+        match panic::catch_unwind(AssertUnwindSafe(|| serve_until_stopped(server, state, stop, access))) {
+            Ok(()) => return,
+            Err(payload) => {
+                metrics::WORKER_RESTARTS.fetch_add(1, Ordering::Relaxed);
+                log::error!("a worker failed outside a request ({}); it starts again", panic_message(&*payload));
+            }
+        }
+    }
+}
+
+fn serve_until_stopped(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, access: &AccessLog) {
     loop {
         match server.recv_timeout(IDLE_POLL) {
-            Ok(Some(rq)) => handle(state, stop, access, rq),
-            Ok(None) if stop.is_stopping() => return,
+            Ok(Some(rq)) => {
+                // Routing, the handler, writing the answer and dropping the
+                // request are all covered: a panic anywhere costs this one
+                // request (answered 500 when the request is dropped unanswered).
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| handle(state, stop, access, rq))) {
+                    log::error!("a request failed outside its handler: {}", panic_message(&*payload));
+                }
+            }
+            // Stopping: leave once nothing is queued and no connection is
+            // still receiving a request it will hand on.
+            Ok(None) if stop.is_stopping() && server.requests_being_read() == 0 => return,
             Ok(None) => {}
             // Once stopping, the accept loop failing is the shutdown we caused.
             Err(_) if stop.is_stopping() => {}
@@ -181,7 +214,8 @@ fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, acces
 }
 
 /// Serves one request: route it, turn failures and panics into responses,
-/// write the answer, count it, and log one access line.
+/// write the answer, count it, and log one access line. The request's body
+/// is already in memory: the listener read it within its limits.
 fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let _in_flight = metrics::InFlight::start(&metrics::HTTP_IN_FLIGHT);
@@ -198,9 +232,6 @@ fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_
         response = response.with_header("Connection", "close");
     }
     let status = response.status;
-    if status != 413 {
-        drain_chunked_body(&mut rq);
-    }
     if let Err(err) = rq.respond(response.into_tiny()) {
         log::warn!("failed to send {status} for {method} {path}: {err}");
     }
@@ -209,16 +240,53 @@ fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_
     access.record(&method, path, status, elapsed);
 }
 
-/// Reads what is left of a chunked body the handler did not read. tiny_http
-/// skips the rest of a body sent with `Content-Length` by itself, but not of a
-/// chunked one, whose leftovers would be parsed as the next request on the
-/// connection.
-fn drain_chunked_body(rq: &mut tiny_http::Request) {
-    if request::header(rq, "Transfer-Encoding").is_some() {
-        let limit = request::MAX_BODY_BYTES as u64 + 1;
-        if let Err(err) = io::copy(&mut rq.as_reader().take(limit), &mut io::sink()) {
-            log::debug!("could not skip the rest of a request body: {err}");
-        }
+/// Reports what the listener does on its own to the metrics registry.
+struct TransportMetrics;
+
+impl tiny_http::Observer for TransportMetrics {
+    fn event(&self, event: tiny_http::Event) {
+        use tiny_http::Event;
+        let counter = match event {
+            Event::Accepted => {
+                metrics::HTTP_CONNECTIONS_OPEN.fetch_add(1, Ordering::Relaxed);
+                &metrics::HTTP_CONNECTIONS_ACCEPTED
+            }
+            Event::Closed => {
+                metrics::HTTP_CONNECTIONS_OPEN.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Event::RequestStarted => {
+                metrics::HTTP_REQUESTS_RECEIVING.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Event::RequestEnded => {
+                metrics::HTTP_REQUESTS_RECEIVING.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Event::Evicted => &metrics::HTTP_CONNECTIONS_EVICTED,
+            Event::Refused => &metrics::HTTP_CONNECTIONS_REFUSED,
+            Event::IdleTimeout => &metrics::HTTP_IDLE_TIMEOUTS,
+            Event::Rejected(status) => return metrics::count_transport_rejection(status),
+            Event::AcceptPaused => &metrics::HTTP_ACCEPT_PAUSES,
+            Event::SlowWrite => &metrics::HTTP_SLOW_WRITES,
+            Event::WriteFailed => &metrics::HTTP_WRITE_FAILURES,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The listener's limits from the configuration.
+fn transport_limits(http: &HttpLimits) -> tiny_http::Limits {
+    tiny_http::Limits {
+        max_head_bytes: http.max_header_bytes,
+        max_headers: MAX_HEADER_FIELDS,
+        max_body_bytes: request::MAX_BODY_BYTES,
+        max_buffered_body_bytes: http.max_buffered_body_bytes,
+        read_timeout: http.read_timeout,
+        keepalive_timeout: http.keepalive_timeout,
+        write_timeout: http.write_timeout,
+        max_connections: http.max_connections,
+        ..tiny_http::Limits::default()
     }
 }
 

@@ -15,9 +15,7 @@ both_backends!(
         let mut app = spawn_app_with(backend, &[("WORKERS", "4")]);
         let token = app.admin_token();
         // Three creates whose bodies arrive in two parts: the server has
-        // accepted them and is reading their bodies when SIGTERM comes. (A
-        // body of up to 1 KiB is read by tiny_http before a worker sees the
-        // request, so these are bigger.)
+        // accepted them and is reading their bodies when SIGTERM comes.
         let body = format!(r#"{{"name":"Drained","price":7.5,"description":"{}"}}"#, "d".repeat(1500));
         let body = body.as_str();
         let mut clients: Vec<std::net::TcpStream> = (0..3)
@@ -34,7 +32,7 @@ both_backends!(
                 stream
             })
             .collect();
-        wait_for_in_flight(&app, 3);
+        wait_for_gauge(&app, "pizza_api_http_requests_receiving", 3);
 
         assert!(Command::new("kill").args(["-TERM", &app.pid().to_string()]).status().unwrap().success());
         std::thread::sleep(Duration::from_millis(300));
@@ -63,20 +61,17 @@ both_backends!(
     }
 );
 
-/// Waits until the server is serving `n` requests besides the /metrics one
-/// asking.
-fn wait_for_in_flight(app: &TestApp, n: u32) {
+/// Waits until the gauge `name` in /metrics reads at least `n`.
+fn wait_for_gauge(app: &TestApp, name: &str, n: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let prefix = format!("{name} ");
     loop {
         let metrics = app.get("/metrics").body;
-        let in_flight = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("pizza_api_http_requests_in_flight "))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        if in_flight.is_some_and(|v| v > n) {
+        let value = metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse::<u32>().ok());
+        if value.is_some_and(|v| v >= n) {
             return;
         }
-        assert!(Instant::now() < deadline, "the requests never arrived together ({in_flight:?})");
+        assert!(Instant::now() < deadline, "{name} never reached {n} ({value:?})");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -85,10 +80,9 @@ both_backends!(
     fn a_stop_that_outlasts_the_bound_still_exits(backend) {
         let mut app = spawn_app_with(backend, &[("WORKERS", "1"), ("SHUTDOWN_TIMEOUT", "1")]);
         let token = app.admin_token();
-        // A client that announces a body and never finishes sending it keeps
-        // its worker reading: a request that cannot complete in time.
+        // A client that announces a body and never finishes sending it: a
+        // request that cannot complete in time, which the stop waits for.
         let mut stalled = std::net::TcpStream::connect(app.addr).unwrap();
-        // Over 1 KiB, so a worker (not tiny_http's connection thread) reads it.
         let head = format!(
             "POST /api/v1/pizzas HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{\"name\":"

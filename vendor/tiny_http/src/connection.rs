@@ -78,15 +78,6 @@ impl std::io::Write for Connection {
     }
 }
 impl Connection {
-    /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().map(Some),
-            #[cfg(unix)]
-            Self::Unix(_) => Ok(None),
-        }
-    }
-
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(how),
@@ -94,15 +85,62 @@ impl Connection {
             Self::Unix(s) => s.shutdown(how),
         }
     }
+}
 
-    pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
+// (pizza-api patch) What the connection threads need: reads and writes
+// through a shared reference, timeouts, and a send that never blocks.
+impl Connection {
+    pub(crate) fn read_into(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read;
         match self {
-            Self::Tcp(s) => s.try_clone().map(Self::from),
+            Self::Tcp(s) => { let mut s = s; s.read(buf) }
             #[cfg(unix)]
-            Self::Unix(s) => s.try_clone().map(Self::from),
+            Self::Unix(s) => { let mut s = s; s.read(buf) }
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    /// Sends what fits the socket's buffer now, without blocking (and
+    /// without SIGPIPE); `WouldBlock` when nothing fits.
+    pub(crate) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        match self {
+            Self::Tcp(s) => socket2::SockRef::from(s).send_with_flags(buf, flags),
+            #[cfg(unix)]
+            Self::Unix(s) => socket2::SockRef::from(s).send_with_flags(buf, flags),
         }
     }
 }
+
+impl std::io::Write for &Connection {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => { let mut s = s; s.write(buf) }
+            #[cfg(unix)]
+            Connection::Unix(s) => { let mut s = s; s.write(buf) }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl From<TcpStream> for Connection {
     fn from(s: TcpStream) -> Self {
         Self::Tcp(s)

@@ -91,8 +91,9 @@
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+// (pizza-api patch) This copy serves each connection from a thread of its own
+// that reads whole requests within `Limits` (see `client.rs` and PATCHES.md);
+// TLS support was removed (the service terminates TLS elsewhere).
 
 use std::error::Error;
 use std::io::Error as IoError;
@@ -101,28 +102,26 @@ use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use client::ClientConnection;
+use client::Context;
 use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use limits::{Event, Limits, Observer};
+pub use request::Request;
 pub use response::{Response, ResponseBox};
-pub use test::TestRequest;
 
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
-mod ssl;
-mod test;
 mod util;
 
 /// The main class of this library.
@@ -140,6 +139,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // (pizza-api patch) what the connection threads share
+    ctx: Arc<Context>,
 }
 
 enum Message {
@@ -159,11 +161,11 @@ impl From<Request> for Message {
     }
 }
 
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
+// Server must be shareable between worker threads.
+const _: fn() = || {
+    fn must_be_sync_and_send<T: Sync + Send>() {}
+    must_be_sync_and_send::<Server>();
+};
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -179,7 +181,7 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
-/// Configuration of the server for SSL.
+/// Configuration of the server for SSL (not supported by this copy).
 #[derive(Debug, Clone)]
 pub struct SslConfig {
     /// Contains the public certificate to send to clients.
@@ -187,6 +189,11 @@ pub struct SslConfig {
     /// Contains the ultra-secret private key used to decode communications.
     pub private_key: Vec<u8>,
 }
+
+/// Pauses of the accept loop while resources (file descriptors, memory,
+/// threads) are exhausted: doubling from the first to the last.
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_LAST: Duration = Duration::from_secs(1);
 
 impl Server {
     /// Shortcut for a simple server on a specific address.
@@ -198,22 +205,6 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             ssl: None,
-        })
-    }
-
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
         })
     }
 
@@ -235,124 +226,42 @@ impl Server {
         Self::from_listener(listener, config.ssl)
     }
 
-    /// Builds a new server using the specified TCP listener.
-    ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
+    /// Builds a new server using the specified TCP listener, with the default [`Limits`].
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        if ssl_config.is_some() {
+            return Err("this copy of tiny_http does not support TLS".into());
+        }
+        Self::from_listener_with(listener, Limits::default(), None)
+    }
+
+    /// (pizza-api patch) Builds a new server on `listener` that enforces
+    /// `limits` and reports what the transport does to `observer`.
+    pub fn from_listener_with<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
+        let local_addr = listener.local_addr()?;
+        log::debug!("Server listening on {}", local_addr);
 
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
-
+        let ctx = Arc::new(Context::new(limits, messages.clone(), observer));
         let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let inside_ctx = Arc::clone(&ctx);
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept_loop(&listener, &inside_close_trigger, &inside_ctx))?;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            ctx,
         })
     }
 
@@ -368,12 +277,6 @@ impl Server {
     #[inline]
     pub fn server_addr(&self) -> ListenAddr {
         self.listening_addr.clone()
-    }
-
-    /// Returns the number of clients currently connected to the server.
-    pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -403,12 +306,113 @@ impl Server {
         }
     }
 
-    /// Unblock thread stuck in recv() or incoming_requests().
-    /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
+    /// (pizza-api patch) Stops taking new requests on open connections, for
+    /// a graceful stop: idle keep-alive connections close now, the others
+    /// once the request they are reading has been answered. (Closing the
+    /// listening socket, which stops new connections, is the caller's part.)
+    pub fn drain(&self) {
+        self.ctx.drain();
+    }
+
+    /// (pizza-api patch) Requests being read by connection threads that no
+    /// worker has received yet: what a graceful stop still waits for.
+    pub fn requests_being_read(&self) -> usize {
+        self.ctx.registry.reading()
+    }
+
+    /// Unblock one thread stuck in recv() or incoming_requests().
     pub fn unblock(&self) {
         self.messages.unblock();
     }
+}
+
+/// (pizza-api patch) Accepts connections until the listener is shut down.
+/// Exhausted resources pause it (logged once per episode) instead of ending
+/// it; at the connection cap the longest-idle connection makes room, or the
+/// newcomer is refused with a 503.
+fn accept_loop(listener: &Listener, close: &AtomicBool, ctx: &Arc<Context>) {
+    let mut pause: Option<Duration> = None;
+    log::debug!("Running accept thread");
+    while !close.load(Relaxed) {
+        let (stream, remote_addr) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(err) if is_transient(&err) => continue,
+            Err(err) if is_exhaustion(&err) => {
+                pause = Some(pause_accepting(pause, &err.to_string(), ctx));
+                continue;
+            }
+            Err(err) => {
+                // The listener was shut down or is unusable: nothing more will come.
+                if !close.load(Relaxed) {
+                    log::error!("Error accepting new client: {}", err);
+                }
+                ctx.messages.push(err.into());
+                break;
+            }
+        };
+        if ctx.registry.len() >= ctx.limits.max_connections {
+            if ctx.registry.evict_longest_idle() {
+                ctx.event(Event::Evicted);
+            } else {
+                client::refuse(&stream);
+                ctx.event(Event::Refused);
+                continue;
+            }
+        }
+        let _ = stream.set_write_timeout(Some(ctx.limits.write_timeout));
+        ctx.event(Event::Accepted);
+        let spawned = {
+            let ctx = Arc::clone(ctx);
+            thread::Builder::new()
+                .name("http-conn".into())
+                .stack_size(ctx.limits.connection_stack_bytes)
+                .spawn(move || client::serve(stream, remote_addr, ctx))
+        };
+        match spawned {
+            Ok(_) => {
+                if pause.take().is_some() {
+                    log::warn!("accepting connections again");
+                }
+            }
+            // The connection (moved into the failed closure) is closed on drop.
+            Err(err) => {
+                ctx.event(Event::Closed);
+                pause = Some(pause_accepting(pause, &format!("cannot start a connection thread: {err}"), ctx));
+            }
+        }
+    }
+    log::debug!("Terminating accept thread");
+}
+
+fn pause_accepting(pause: Option<Duration>, why: &str, ctx: &Context) -> Duration {
+    let next = match pause {
+        None => {
+            log::warn!("pausing accepts: {why}; retrying until resources free up");
+            ACCEPT_PAUSE_FIRST
+        }
+        Some(previous) => (previous * 2).min(ACCEPT_PAUSE_LAST),
+    };
+    ctx.event(Event::AcceptPaused);
+    thread::sleep(next);
+    next
+}
+
+/// Errors about one connection that went away before it was accepted.
+fn is_transient(err: &IoError) -> bool {
+    matches!(
+        err.kind(),
+        IoErrorKind::ConnectionAborted | IoErrorKind::ConnectionReset | IoErrorKind::Interrupted | IoErrorKind::WouldBlock
+    ) || matches!(err.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM) | Some(libc::ENETDOWN)
+        | Some(libc::ENOPROTOOPT) | Some(libc::EHOSTDOWN) | Some(libc::EHOSTUNREACH) | Some(libc::EOPNOTSUPP)
+        | Some(libc::ENETUNREACH))
+}
+
+/// Out of file descriptors or memory: the process must wait for some to free up.
+fn is_exhaustion(err: &IoError) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    ) || err.kind() == IoErrorKind::OutOfMemory
 }
 
 impl Iterator for IncomingRequests<'_> {

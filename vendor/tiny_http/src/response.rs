@@ -43,6 +43,10 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    // (pizza-api patch) `Connection: close` was set: the connection ends after this response
+    close_connection: bool,
+    // (pizza-api patch) the `Connection` header to write, chosen when responding
+    connection_header: Option<&'static str>,
 }
 
 /// A `Response` without a template parameter.
@@ -206,6 +210,8 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            close_connection: false,
+            connection_header: None,
         };
 
         for h in headers {
@@ -254,9 +260,17 @@ where
     {
         let header = header.into();
 
+        // (pizza-api patch) `Connection: close` is remembered and honoured
+        // instead of being dropped silently
+        if header.field.equiv("Connection") {
+            if header.value.as_str().split(',').any(|token| token.trim().eq_ignore_ascii_case("close")) {
+                self.close_connection = true;
+            }
+            return;
+        }
+
         // ignoring forbidden headers
-        if header.field.equiv("Connection")
-            || header.field.equiv("Trailer")
+        if header.field.equiv("Trailer")
             || header.field.equiv("Transfer-Encoding")
             || header.field.equiv("Upgrade")
         {
@@ -283,6 +297,15 @@ where
         }
 
         self.headers.push(header);
+    }
+
+    /// (pizza-api patch) Whether the connection closes after this response.
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
+    }
+
+    pub(crate) fn set_connection_header(&mut self, value: Option<&'static str>) {
+        self.connection_header = value;
     }
 
     /// Returns the same request, but with an additional header.
@@ -319,6 +342,8 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
+            connection_header: self.connection_header,
         }
     }
 
@@ -359,6 +384,11 @@ where
                 0,
                 Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap(),
             );
+        }
+
+        // (pizza-api patch) the connection's fate, as the request and response decided it
+        if let Some(value) = self.connection_header {
+            self.headers.push(Header::from_bytes(&b"Connection"[..], value.as_bytes()).unwrap());
         }
 
         // handling upgrade
@@ -481,6 +511,8 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
+            connection_header: self.connection_header,
         }
     }
 }
@@ -569,6 +601,8 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
+            connection_header: self.connection_header,
         }
     }
 }
