@@ -6,6 +6,7 @@ mod helpers;
 
 mod bearer;
 mod clients;
+mod corpus;
 mod health;
 mod http_rules;
 mod migrate_data;

@@ -566,11 +566,18 @@ fn bad_request(details: impl Into<String>) -> Stop {
 /// Reads up to the blank line that ends the head, then parses and checks it.
 fn read_head(reader: &mut Reader, deadline: Instant, limits: &Limits) -> Result<Head, Stop> {
     let mut scan = HeadScan::default();
+    let mut line_checked = false;
     let head_len = loop {
         match scan_head(reader.available(), &mut scan) {
             Scan::Complete(len) => break len,
             Scan::Invalid(details) => return Err(bad_request(details)),
             Scan::Partial => {}
+        }
+        if scan.past_request_line && !line_checked {
+            // A line that is no HTTP request line (another protocol's
+            // greeting) is answered now, not when the head times out.
+            check_request_line(reader.available())?;
+            line_checked = true;
         }
         if reader.available().len() >= limits.max_head_bytes {
             return Err(too_large_head(limits));
@@ -713,6 +720,20 @@ fn parse_head(raw: &[u8], limits: &Limits) -> Result<Head, Stop> {
     Ok(Head { method, target, version, headers, framing, keep_alive, expect_continue })
 }
 
+/// Checks the first line of a head whose headers have not all arrived.
+fn check_request_line(raw: &[u8]) -> Result<(), Stop> {
+    let skip = raw.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let raw = &raw[skip..];
+    let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else { return Ok(()) };
+    check_version(raw)?;
+    let mut line = raw[..end + 2].to_vec();
+    line.extend_from_slice(b"\r\n");
+    match httparse::Request::new(&mut []).parse(&line) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(bad_request(format!("the request line is malformed: {}", parse_error(err)))),
+    }
+}
+
 fn parse_error(err: httparse::Error) -> &'static str {
     match err {
         httparse::Error::HeaderName => "invalid byte in a header name",
@@ -732,11 +753,7 @@ fn check_version(raw: &[u8]) -> Result<(), Stop> {
     let line = &raw[..line_end];
     let Some(version) = line.rsplit(|&b| b == b' ').next() else { return Ok(()) };
     let Some(number) = version.strip_prefix(b"HTTP/") else { return Ok(()) };
-    let well_formed = match number {
-        [major] => major.is_ascii_digit(),
-        [major, b'.', minor] => major.is_ascii_digit() && minor.is_ascii_digit(),
-        _ => false,
-    };
+    let well_formed = matches!(number, [major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit());
     if well_formed && number != b"1.0" && number != b"1.1" {
         return Err(Stop::Reject(
             505,
@@ -954,15 +971,20 @@ fn read_line(reader: &mut Reader, deadline: Instant, limits: &Limits, max: usize
 fn read_chunked(reader: &mut Reader, sink: &mut BodySink<'_>, deadline: Instant, limits: &Limits) -> Result<(), Stop> {
     loop {
         let line = read_line(reader, deadline, limits, MAX_CHUNK_LINE)?;
+        // chunk-size [ BWS ";" chunk-ext ]: hex digits first, nothing before them.
         let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-        let size_text = trim_ows(size_text);
-        if size_text.is_empty() || size_text.len() > 16 || !size_text.iter().all(u8::is_ascii_hexdigit) {
+        let size_text = &size_text[..size_text.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(0, |i| i + 1)];
+        if size_text.is_empty() || !size_text.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad_request("a chunk size is not a hexadecimal number"));
+        }
+        if line.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(bad_request("a chunk-size line holds a control character"));
         }
         let size = std::str::from_utf8(size_text)
             .ok()
             .and_then(|s| u64::from_str_radix(s, 16).ok())
-            .ok_or_else(|| bad_request("a chunk size is not a hexadecimal number"))?;
+            // All hex digits yet beyond 64 bits: merely too large.
+            .unwrap_or(u64::MAX);
         if size == 0 {
             // Trailer fields are read and dropped, within the head's limit.
             let mut trailer_bytes = 0;
@@ -970,6 +992,9 @@ fn read_chunked(reader: &mut Reader, sink: &mut BodySink<'_>, deadline: Instant,
                 let trailer = read_line(reader, deadline, limits, MAX_CHUNK_LINE)?;
                 if trailer.is_empty() {
                     return Ok(());
+                }
+                if !is_field_line(&trailer) {
+                    return Err(bad_request("a trailer line is not a header field"));
                 }
                 trailer_bytes += trailer.len() + 2;
                 if trailer_bytes > limits.max_head_bytes {
@@ -985,6 +1010,15 @@ fn read_chunked(reader: &mut Reader, sink: &mut BodySink<'_>, deadline: Instant,
             return Err(bad_request("a chunk is longer than its size says"));
         }
     }
+}
+
+/// `name: value` with a token name and no control characters but tab.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else { return false };
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    colon > 0
+        && line[..colon].iter().all(is_tchar)
+        && line[colon + 1..].iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -1055,6 +1089,7 @@ mod tests {
         assert_eq!(head("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").err(), Some(505));
         assert_eq!(head("GET / HTTP/2.0\r\nHost: x\r\n\r\n").err(), Some(505));
         assert_eq!(head("GET / HTTP/1.1x\r\nHost: x\r\n\r\n").err(), Some(400));
+        assert_eq!(head("GET / HTTP/2\r\nHost: x\r\n\r\n").err(), Some(400));
     }
 
     #[test]
@@ -1102,6 +1137,22 @@ mod tests {
     fn an_unknown_expectation_is_417() {
         assert_eq!(head("POST / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n").err(), Some(417));
         assert!(head("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n\r\n").ok().unwrap().expect_continue);
+    }
+
+    #[test]
+    fn another_protocols_greeting_is_refused_when_its_line_ends() {
+        assert!(check_request_line(b"SSH-2.0-OpenSSH_9.2\r\n").is_err());
+        assert!(check_request_line(b"EHLO example.com\r\n").is_err());
+        assert!(check_request_line(b"GET /a HTTP/1.1\r\nHost").is_ok());
+        assert!(check_request_line(b"GET /a HT").is_ok());
+    }
+
+    #[test]
+    fn trailer_lines_must_be_header_fields() {
+        assert!(is_field_line(b"X-Sum: 1"));
+        assert!(!is_field_line(b"no colon"));
+        assert!(!is_field_line(b"X: a\0b"));
+        assert!(!is_field_line(b": empty name"));
     }
 
     #[test]
