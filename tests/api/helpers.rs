@@ -563,6 +563,12 @@ impl TestApp {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    /// The value of an unlabelled series in `/metrics`, if present.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let prefix = format!("{name} ");
+        self.get("/metrics").body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    }
+
     /// Stops the server (SIGKILL) and returns its whole output.
     pub fn kill(mut self) -> String {
         self.stop_now();

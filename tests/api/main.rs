@@ -9,6 +9,7 @@ mod clients;
 mod corpus;
 mod health;
 mod http_rules;
+mod listener;
 mod migrate_data;
 mod oauth;
 mod operations;
