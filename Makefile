@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN   := target/release/pizza-api
 IMAGE ?= pizza-api:1.0.0
 
-.PHONY: run build test test-api lint fmt pg-start pg-stop bench bench-smoke \
+.PHONY: run build test test-api test-faults lint fmt pg-start pg-stop bench bench-smoke \
         k8s-validate lint-dockerfile openapi-check image clean
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
@@ -25,6 +25,12 @@ test:
 ## test-api: the end-to-end walk-through (scripts/test-api.sh) on SQLite and PostgreSQL
 test-api:
 	scripts/test.sh api
+
+## test-faults: fault and flood tests of the HTTP listener on the release binary (stalled
+##              clients, 10,000 idle connections, fd exhaustion, huge Content-Length),
+##              on SQLite and a private PostgreSQL, 127.0.0.1 only, a few minutes at most
+test-faults:
+	scripts/test-faults.sh
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

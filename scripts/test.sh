@@ -44,6 +44,8 @@ on_both_databases() {
 
 if [[ "$MODE" == all ]]; then
   cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+  # The patched listener's own unit tests (framing, limits).
+  cargo test --locked -p tiny_http
 fi
 
 cargo build --release --locked --quiet

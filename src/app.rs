@@ -92,6 +92,7 @@ impl Application {
         let dummy_hash = DummyHash::new(config.bcrypt_cost);
         let credentials = CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?);
 
+        server::raise_open_files_limit(config.http.max_connections, config.pool.max_open);
         let listener = server::bind(&config.host, config.port)
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;

@@ -338,7 +338,7 @@ impl Config {
                     3_600_000,
                 )?),
                 write_timeout: Duration::from_millis(env.number("HTTP_WRITE_TIMEOUT_MS", 10_000, 100, 600_000)?),
-                max_connections: env.number("MAX_CONNECTIONS", 1024, 1, 1_000_000)? as usize,
+                max_connections: env.number("MAX_CONNECTIONS", 2048, 1, 1_000_000)? as usize,
                 max_buffered_body_bytes: env.number(
                     "HTTP_MAX_BUFFERED_BODY_BYTES",
                     32 * 1024 * 1024,

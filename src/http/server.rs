@@ -82,6 +82,40 @@ impl StopHandle {
     }
 }
 
+/// File descriptors the process needs besides its client connections
+/// (database pool, log, listener, the odd file), as a margin.
+const SPARE_FILE_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft limit on open files (often 1,024 by default) up to the
+/// hard limit as far as `max_connections` and the database pool need, so
+/// that the connection cap, not a forgotten `ulimit -n`, bounds the
+/// listener. Returns the limit in force; warns when it is below the need
+/// (accepting then pauses whenever descriptors run out, and resumes).
+pub fn raise_open_files_limit(max_connections: usize, pool_size: u32) -> u64 {
+    let wanted = max_connections as u64 + u64::from(pool_size) + SPARE_FILE_DESCRIPTORS;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        log::warn!("cannot read the open-files limit: {}", io::Error::last_os_error());
+        return 0;
+    }
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit { rlim_cur: wanted.min(limit.rlim_max), rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur < wanted {
+        log::warn!(
+            "only {} open files are allowed (ulimit -n); MAX_CONNECTIONS={max_connections} needs about {wanted}: \
+             past that, accepting pauses until connections close",
+            limit.rlim_cur
+        );
+    }
+    limit.rlim_cur
+}
+
 /// Binds the listening socket for `host:port` (port 0 picks a free port).
 pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     let mut last_err = None;

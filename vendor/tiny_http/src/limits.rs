@@ -46,7 +46,7 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            max_connections: 2048,
             connection_stack_bytes: 256 * 1024,
         }
     }
