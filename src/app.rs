@@ -6,31 +6,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::auth::JwtKeys;
 use crate::auth::cache::CredentialCache;
 use crate::auth::secrets::{self, BcryptSlots, DummyHash};
+use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
-use crate::http::HttpServer;
-use crate::http::server::{self, StopHandle, StopReason};
+use crate::http::server::{self, HttpServer, StopHandle, StopReason};
 use crate::metrics::Metrics;
 use crate::seed::{self, SeedError};
-
-/// Everything a request handler can reach.
-pub struct AppState {
-    pub config: Config,
-    pub db: Db,
-    /// Signs and checks access tokens.
-    pub jwt: JwtKeys,
-    /// What secrets of unknown clients are checked against.
-    pub dummy_hash: DummyHash,
-    /// Secrets that already passed bcrypt, so repeated tokens skip it.
-    pub credentials: CredentialCache,
-    /// How many token requests may run bcrypt at once (half the workers).
-    pub bcrypt_slots: BcryptSlots,
-    /// Request counts and durations for `/metrics`.
-    pub metrics: Metrics,
-}
+use crate::state::AppState;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug)]
@@ -88,20 +72,22 @@ impl Application {
 
         seed::bootstrap(&db, &config).map_err(StartupError::Seed)?;
         seed::seed_dev_data(&db, &config).map_err(StartupError::Seed)?;
-        let jwt = JwtKeys::new(&jwt_key(&config)?, config.jwt_expiration);
-        let dummy_hash = DummyHash::new(config.bcrypt_cost);
-        let credentials = CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?);
+        let auth = Auth {
+            jwt: JwtKeys::new(&jwt_key(&config)?, config.jwt_expiration),
+            dummy_hash: DummyHash::new(config.bcrypt_cost),
+            credentials: CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?),
+            bcrypt_slots: BcryptSlots::new(config.workers / 2),
+            bcrypt_cost: config.bcrypt_cost,
+        };
 
         server::raise_open_files_limit(config.http.max_connections, config.pool.max_open);
         let listener = server::bind(&config.host, config.port)
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
-        let bcrypt_slots = BcryptSlots::new(config.workers / 2);
-        let state =
-            Arc::new(AppState { config, db, jwt, dummy_hash, credentials, bcrypt_slots, metrics: Metrics::default() });
+        let state = Arc::new(AppState { config, db, auth, metrics: Metrics::default() });
         let warm = Arc::clone(&state);
-        std::thread::spawn(move || warm.dummy_hash.get().len());
+        std::thread::spawn(move || warm.auth.dummy_hash.get().len());
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Listen { addr: "worker threads".into(), cause })?;
         log::info!(

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 use time::format_description::FormatItem;
+use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 const RFC3339_MICROS: &[FormatItem<'static>] =
@@ -32,6 +33,11 @@ pub fn format(t: SystemTime) -> String {
     OffsetDateTime::from(t).format(RFC3339_MICROS).unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000000Z"))
 }
 
+/// Reads a timestamp written by [`format`] (or any RFC 3339 text).
+pub fn parse(text: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(SystemTime::from)
+}
+
 /// Seconds since the Unix epoch (JWT `iat`/`exp`).
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -45,6 +51,13 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let t = UNIX_EPOCH + Duration::from_nanos(1_762_778_096_123_456_789);
         assert_eq!(format(truncate_to_micros(t)), "2025-11-10T12:34:56.123456Z");
+    }
+
+    #[test]
+    fn a_formatted_timestamp_parses_back_to_the_same_instant() {
+        let t = truncate_to_micros(UNIX_EPOCH + Duration::from_nanos(1_762_778_096_123_456_789));
+        assert_eq!(parse(&format(t)), Some(t));
+        assert_eq!(parse("not a time"), None);
     }
 
     #[test]

@@ -200,8 +200,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The longest client secret bcrypt can check in full.
-pub const MAX_CLIENT_SECRET_BYTES: usize = crate::auth::secrets::MAX_SECRET_BYTES;
+/// The longest client secret bcrypt can check in full: bcrypt reads at most
+/// 72 bytes including a terminating zero, so 71 bytes of secret. Longer
+/// secrets are refused rather than silently cut (two secrets sharing their
+/// first 72 bytes would match).
+pub const MAX_CLIENT_SECRET_BYTES: usize = 71;
 
 /// The shortest JWT key accepted in production: HS512 wants a key of at least
 /// the hash's block-derived strength; 32 bytes (256 bits) is the floor we enforce.

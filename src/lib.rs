@@ -2,8 +2,9 @@
 //! tokens, on SQLite or PostgreSQL.
 //!
 //! A request enters in [`http::server`], is routed in [`http::router`] to a
-//! resource module, which runs the SQL for its dialect through [`db::Db`];
-//! failures become status codes in [`http::error`].
+//! resource module ([`pizzas`], [`clients`], [`ops`]), which runs its
+//! statements through the executor of [`db`]; failures become status codes in
+//! [`rest::error`]. `ARCHITECTURE.md` draws the layers.
 
 pub mod app;
 pub mod auth;
@@ -12,10 +13,12 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod db;
-pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod migrate_data;
+pub mod ops;
 pub mod pizzas;
+pub mod rest;
 pub mod seed;
+pub mod state;
 pub mod users;

@@ -1,21 +1,16 @@
-//! `GET /metrics`: Prometheus text exposition (format 0.0.4).
-//!
-//! Request counts by method, route template and status; a request-duration
-//! histogram by route; the pool's connections and the waits for one that
-//! timed out; bcrypt checks in flight; the token endpoint's credential cache;
-//! process memory; and a `build_info` gauge. Labels come only from fixed sets
-//! (route templates, known methods), never from raw paths or IDs, so the
-//! number of series stays bounded. The writer is small enough to keep here
-//! rather than pull in a client library built for async runtimes.
+//! The metrics registry: counters and gauges the layers above update (the
+//! listener, the pool, bcrypt, the credential cache), request counts by
+//! method, route template and status, and a request-duration histogram by
+//! route. `ops::metrics` renders them at `GET /metrics`. Labels come only
+//! from fixed sets (route templates, known methods), never from raw paths
+//! or IDs, so the number of series stays bounded. The writer is small enough
+//! to keep here rather than pull in a client library built for async runtimes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::app::AppState;
-use crate::http::Response;
+use std::time::{Duration, SystemTime};
 
 /// Upper bounds of the duration buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -90,27 +85,13 @@ struct Series {
 /// The request metrics of one process.
 pub struct Metrics {
     series: Mutex<Series>,
-    started: SystemTime,
+    /// When the process started.
+    pub started: SystemTime,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics { series: Mutex::default(), started: SystemTime::now() }
-    }
-}
-
-/// A method as a label: the ones the API uses by name, anything else `OTHER`.
-pub fn method_label(method: &tiny_http::Method) -> &'static str {
-    use tiny_http::Method::*;
-    match method {
-        Get => "GET",
-        Head => "HEAD",
-        Post => "POST",
-        Put => "PUT",
-        Delete => "DELETE",
-        Patch => "PATCH",
-        Options => "OPTIONS",
-        _ => "OTHER",
     }
 }
 
@@ -128,7 +109,8 @@ impl Metrics {
         histogram.sum += seconds;
     }
 
-    fn write_requests(&self, out: &mut String) {
+    /// Writes the request series in the text exposition format.
+    pub fn write_requests(&self, out: &mut String) {
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         header(out, "pizza_api_http_requests_total", "counter", "HTTP requests answered, by method, route and status.");
         for ((method, route, status), count) in &series.requests {
@@ -154,17 +136,20 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes the `# HELP` and `# TYPE` lines of a series.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+/// Writes a gauge without labels.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     header(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+/// Writes a counter without labels.
+pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     header(out, name, "counter", help);
     let _ = writeln!(out, "{name} {value}");
 }
@@ -175,14 +160,15 @@ fn escape(value: &str) -> String {
 }
 
 /// Resident memory of this process in bytes, from /proc (Linux).
-fn resident_memory_bytes() -> Option<u64> {
+pub fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
-fn write_transport(out: &mut String) {
+/// Writes the listener's and the workers' series.
+pub fn write_transport(out: &mut String) {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     gauge(out, "pizza_api_workers", "Worker threads serving requests.", WORKERS_ALIVE.load(Ordering::Relaxed));
     counter(
@@ -250,73 +236,6 @@ fn write_transport(out: &mut String) {
     for (status, count) in TRANSPORT_STATUSES.iter().zip(&TRANSPORT_REJECTIONS) {
         let _ = writeln!(out, "{name}{{status=\"{status}\"}} {}", load(count));
     }
-}
-
-/// `GET /metrics`.
-pub fn render(state: &AppState) -> Response {
-    let mut out = String::with_capacity(8 * 1024);
-    state.metrics.write_requests(&mut out);
-
-    gauge(
-        &mut out,
-        "pizza_api_http_requests_in_flight",
-        "Requests being served now, this one included.",
-        HTTP_IN_FLIGHT.load(Ordering::Relaxed),
-    );
-    let pool = state.db.pool_state();
-    header(&mut out, "pizza_api_db_pool_connections", "gauge", "Open database connections, by state.");
-    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"in_use\"}} {}", pool.in_use);
-    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"idle\"}} {}", pool.idle);
-    gauge(&mut out, "pizza_api_db_pool_max_connections", "The pool's size (MAX_OPEN_CONNS).", pool.max);
-    counter(
-        &mut out,
-        "pizza_api_db_pool_wait_timeouts_total",
-        "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
-        POOL_WAIT_TIMEOUTS.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut out,
-        "pizza_api_bcrypt_in_flight",
-        "bcrypt hashes or checks running now.",
-        BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_bcrypt_slots_exhausted_total",
-        "Token requests answered 503 because every bcrypt slot was busy.",
-        BCRYPT_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_credential_cache_hits_total",
-        "Token requests whose client secret matched a cached, already verified one.",
-        CREDENTIAL_CACHE_HITS.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_credential_cache_misses_total",
-        "Token requests that had to run bcrypt.",
-        CREDENTIAL_CACHE_MISSES.load(Ordering::Relaxed),
-    );
-    write_transport(&mut out);
-    if let Some(bytes) = resident_memory_bytes() {
-        gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", bytes);
-    }
-    let started = state.metrics.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    gauge(
-        &mut out,
-        "process_start_time_seconds",
-        "Start time of the process since the Unix epoch, in seconds.",
-        started,
-    );
-    header(&mut out, "pizza_api_build_info", "gauge", "Always 1; the labels name the version and the database driver.");
-    let _ = writeln!(
-        out,
-        "pizza_api_build_info{{version=\"{}\",driver=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION"),
-        state.db.driver_name()
-    );
-    Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out)
 }
 
 #[cfg(test)]

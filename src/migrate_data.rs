@@ -10,15 +10,9 @@
 //! all, and the ID sequences continue after the highest copied ID.
 
 use std::path::Path;
-use std::time::SystemTime;
-
-use postgres::types::ToSql;
-use rusqlite::OpenFlags;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, DatabaseConfig};
-use crate::db::{Db, DbError, migrate};
+use crate::db::{Db, DbError, Exec, Row, Statement, Tx, Value, migrate};
 
 /// How many rows of each kind were copied.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,136 +28,152 @@ pub fn run(source: &Path, config: &Config) -> Result<Copied, String> {
     if !matches!(config.database, DatabaseConfig::Postgres(_)) {
         return Err("migrate-data copies into PostgreSQL: set DB_DRIVER=postgres and the DB_* variables".into());
     }
-    let sqlite = open_source(source)?;
+    let source = open_source(source)?;
     let target = Db::connect(&config.database, &config.pool).map_err(|e| e.to_string())?;
     migrate::apply(&target).map_err(|e| e.to_string())?;
-    let Db::Postgres(pool) = &target else { return Err("the target is not PostgreSQL".into()) };
-    let text = |e: DbError| e.to_string();
-    let mut client = pool.get().map_err(DbError::from).map_err(text)?;
-    let mut tx = client.transaction().map_err(DbError::from).map_err(text)?;
-    let copied = copy(&sqlite, &mut tx).map_err(text)?;
-    tx.commit().map_err(DbError::from).map_err(text)?;
-    Ok(copied)
+    target.transaction(|tx| copy(&source, tx)).map_err(|e| e.to_string())
 }
 
-/// Opens the source read-only and checks that its schema is this build's.
-fn open_source(path: &Path) -> Result<rusqlite::Connection, String> {
+/// The SQLite file, read-only, once it is known to hold this build's schema.
+fn open_source(path: &Path) -> Result<Db, String> {
     if !path.is_file() {
         return Err(format!("{} is not a file", path.display()));
     }
-    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let newest: Option<i64> = conn
-        .query_row("SELECT max(version) FROM schema_migrations", [], |row| row.get(0))
+    let db = Db::open_sqlite_read_only(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let newest = migrate::recorded_version(&db)
         .map_err(|_| format!("{} is not a pizza-api database (no schema_migrations)", path.display()))?;
-    let known = migrate::SQLITE.last().map_or(0, |m| m.version);
+    let known = migrate::newest_known(&db);
     if newest != Some(known) {
         return Err(format!(
             "{} has schema version {newest:?}; this build copies version {known}: start the service on it once",
             path.display()
         ));
     }
-    Ok(conn)
+    Ok(db)
 }
 
-const RESTART_SEQUENCES: &str = "\
-    SELECT setval(pg_get_serial_sequence('users', 'id'), coalesce(max(id), 0) + 1, false) FROM users;
-    SELECT setval(pg_get_serial_sequence('pizzas', 'id'), coalesce(max(id), 0) + 1, false) FROM pizzas;";
+// Serialise with anything else migrating this database (SQLite: the
+// transaction already holds the only write lock).
+const LOCK_TABLES: Statement =
+    Statement { sqlite: "", postgres: "LOCK TABLE users, pizzas, oauth_clients IN EXCLUSIVE MODE" };
+const COUNT_ROWS: Statement = Statement::both(
+    "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM pizzas) + (SELECT count(*) FROM oauth_clients)",
+);
 
-fn copy(sqlite: &rusqlite::Connection, tx: &mut postgres::Transaction<'_>) -> Result<Copied, DbError> {
-    // Serialise with anything else migrating this database, then insist on
-    // an empty target: merging two histories of IDs is not a copy.
-    tx.execute("LOCK TABLE users, pizzas, oauth_clients IN EXCLUSIVE MODE", &[])?;
-    let existing: i64 = tx
-        .query_one("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM pizzas) + (SELECT count(*) FROM oauth_clients)", &[])?
-        .try_get(0)?;
+const SELECT_USERS: Statement =
+    Statement::both("SELECT id, email, name, role, created_at, updated_at FROM users ORDER BY id");
+const INSERT_USER: Statement = Statement::both(
+    "INSERT INTO users (id, email, name, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+);
+
+const SELECT_PIZZAS: Statement = Statement {
+    sqlite: "SELECT id, name, name_folded, description, ingredients, price, created_by, created_at, updated_at, \
+             deleted_at FROM pizzas ORDER BY id",
+    postgres: "SELECT id, name, name_folded, description, ingredients::text, price, created_by, created_at, \
+               updated_at, deleted_at FROM pizzas ORDER BY id",
+};
+const INSERT_PIZZA: Statement = Statement {
+    sqlite: "INSERT INTO pizzas (id, name, name_folded, description, ingredients, price, created_by, created_at, \
+             updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    postgres: "INSERT INTO pizzas (id, name, name_folded, description, ingredients, price, created_by, created_at, \
+               updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)",
+};
+
+const SELECT_CLIENTS: Statement = Statement::both(
+    "SELECT id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, created_at, updated_at, \
+     deleted_at FROM oauth_clients ORDER BY created_at, id",
+);
+const INSERT_CLIENT: Statement = Statement::both(
+    "INSERT INTO oauth_clients (id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, \
+     created_at, updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+);
+
+// New rows continue after the copied IDs (SQLite's INTEGER PRIMARY KEY does
+// by itself).
+const RESTART_SEQUENCES: Statement = Statement {
+    sqlite: "",
+    postgres: "SELECT setval(pg_get_serial_sequence('users', 'id'), coalesce(max(id), 0) + 1, false) FROM users;
+               SELECT setval(pg_get_serial_sequence('pizzas', 'id'), coalesce(max(id), 0) + 1, false) FROM pizzas;",
+};
+
+fn copy(source: &Db, tx: &Tx<'_>) -> Result<Copied, DbError> {
+    // An empty target only: merging two histories of IDs is not a copy.
+    tx.run_script(&LOCK_TABLES)?;
+    let existing = tx.read_one(&COUNT_ROWS, &[], |row| row.int(0))?.unwrap_or(0);
     if existing > 0 {
         return Err(DbError::Query(format!(
             "the target database already holds {existing} rows; copy into a database the service has not started on"
         )));
     }
-    let mut copied = Copied::default();
-
-    let mut users = sqlite.prepare("SELECT id, email, name, role, created_at, updated_at FROM users ORDER BY id")?;
-    let mut rows = users.query([])?;
-    while let Some(row) = rows.next()? {
-        let (id, email, name, role): (i64, String, String, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-        let (created, updated) = (instant(row.get_ref(4)?)?, instant(row.get_ref(5)?)?);
-        let params: [&(dyn ToSql + Sync); 6] = [&id, &email, &name, &role, &created, &updated];
-        tx.execute(
-            "INSERT INTO users (id, email, name, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            &params,
-        )?;
-        copied.users += 1;
-    }
-
-    let mut pizzas = sqlite.prepare(
-        "SELECT id, name, name_folded, description, ingredients, price, created_by, created_at, updated_at, deleted_at \
-         FROM pizzas ORDER BY id",
-    )?;
-    let mut rows = pizzas.query([])?;
-    while let Some(row) = rows.next()? {
-        let (id, name, folded, description, ingredients, price, owner): (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            f64,
-            i64,
-        ) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?);
-        let (created, updated) = (instant(row.get_ref(7)?)?, instant(row.get_ref(8)?)?);
-        let deleted = optional_instant(row.get_ref(9)?)?;
-        let params: [&(dyn ToSql + Sync); 10] =
-            [&id, &name, &folded, &description, &ingredients, &price, &owner, &created, &updated, &deleted];
-        tx.execute(
-            "INSERT INTO pizzas (id, name, name_folded, description, ingredients, price, created_by, created_at, \
-             updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10)",
-            &params,
-        )?;
-        copied.pizzas += 1;
-        copied.deleted_pizzas += usize::from(deleted.is_some());
-    }
-
-    let mut clients = sqlite.prepare(
-        "SELECT id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, created_at, updated_at, \
-         deleted_at FROM oauth_clients ORDER BY created_at, id",
-    )?;
-    let mut rows = clients.query([])?;
-    while let Some(row) = rows.next()? {
-        let text: Vec<String> = (0..7).map(|i| row.get(i)).collect::<Result<_, _>>()?;
-        let user_id: i64 = row.get(7)?;
-        let (created, updated) = (instant(row.get_ref(8)?)?, instant(row.get_ref(9)?)?);
-        let deleted = optional_instant(row.get_ref(10)?)?;
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &text[0], &text[1], &text[2], &text[3], &text[4], &text[5], &text[6], &user_id, &created, &updated,
-            &deleted,
-        ];
-        tx.execute(
-            "INSERT INTO oauth_clients (id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, \
-             created_at, updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &params,
-        )?;
-        copied.clients += 1;
-    }
-
-    // New rows continue after the copied IDs.
-    tx.batch_execute(RESTART_SEQUENCES)?;
-    Ok(copied)
+    let users = copy_rows(source, tx, &SELECT_USERS, &INSERT_USER, |row| {
+        Ok(vec![Cell::Int(row.int(0)?), text(row, 1)?, text(row, 2)?, text(row, 3)?, time(row, 4)?, time(row, 5)?])
+    })?;
+    let mut deleted = 0;
+    let pizzas = copy_rows(source, tx, &SELECT_PIZZAS, &INSERT_PIZZA, |row| {
+        let deleted_at = row.opt_time(9)?;
+        deleted += usize::from(deleted_at.is_some());
+        Ok(vec![
+            Cell::Int(row.int(0)?),
+            text(row, 1)?,
+            text(row, 2)?,
+            text(row, 3)?,
+            text(row, 4)?,
+            Cell::Real(row.real(5)?),
+            Cell::Int(row.int(6)?),
+            time(row, 7)?,
+            time(row, 8)?,
+            Cell::Time(deleted_at),
+        ])
+    })?;
+    let clients = copy_rows(source, tx, &SELECT_CLIENTS, &INSERT_CLIENT, |row| {
+        let mut cells = (0..7).map(|i| text(row, i)).collect::<Result<Vec<_>, _>>()?;
+        cells.extend([Cell::Int(row.int(7)?), time(row, 8)?, time(row, 9)?, Cell::Time(row.opt_time(10)?)]);
+        Ok(cells)
+    })?;
+    tx.run_script(&RESTART_SEQUENCES)?;
+    Ok(Copied { users, pizzas, deleted_pizzas: deleted, clients })
 }
 
-/// A stored SQLite timestamp (RFC 3339 text) as a point in time.
-fn instant(value: rusqlite::types::ValueRef<'_>) -> Result<SystemTime, DbError> {
-    let text = value.as_str().map_err(|e| DbError::Query(format!("a timestamp is not text: {e}")))?;
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(SystemTime::from)
-        .map_err(|e| DbError::Query(format!("timestamp {text:?} does not parse: {e}")))
+/// One copied value, owned: a row is read from the source, then written.
+enum Cell {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Time(Option<std::time::SystemTime>),
 }
 
-fn optional_instant(value: rusqlite::types::ValueRef<'_>) -> Result<Option<SystemTime>, DbError> {
-    match value {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        value => instant(value).map(Some),
+impl Cell {
+    fn value(&self) -> Value<'_> {
+        match self {
+            Cell::Int(v) => Value::Int(Some(*v)),
+            Cell::Real(v) => Value::Real(*v),
+            Cell::Text(v) => Value::Text(Some(v)),
+            Cell::Time(v) => Value::Time(*v),
+        }
     }
+}
+
+fn text(row: &Row<'_>, i: usize) -> Result<Cell, DbError> {
+    row.text(i).map(Cell::Text)
+}
+
+fn time(row: &Row<'_>, i: usize) -> Result<Cell, DbError> {
+    row.time(i).map(|t| Cell::Time(Some(t)))
+}
+
+/// Reads every row of `select` from the source and writes it with `insert`;
+/// returns how many were copied.
+fn copy_rows(
+    source: &Db,
+    tx: &Tx<'_>,
+    select: &Statement,
+    insert: &Statement,
+    mut cells: impl FnMut(&Row<'_>) -> Result<Vec<Cell>, DbError>,
+) -> Result<usize, DbError> {
+    let rows = source.read_many(select, &[], &mut cells)?;
+    for row in &rows {
+        let params: Vec<Value<'_>> = row.iter().map(Cell::value).collect();
+        tx.execute(insert, &params)?;
+    }
+    Ok(rows.len())
 }

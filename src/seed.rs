@@ -4,13 +4,15 @@
 //! rows are created with the database's own conflict handling and the seed's
 //! pizzas under a lock.
 
-use crate::auth::secrets;
-use crate::clients::{self, CLIENT_CREDENTIALS, DEFAULT_SCOPES, NewClient};
+use crate::auth::{Role, secrets};
+use crate::clients::input::{CLIENT_CREDENTIALS, DEFAULT_SCOPES, NewClient};
+use crate::clients::store as clients;
+use crate::clock;
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::pizzas::input::PizzaInput;
-use crate::pizzas::store;
-use crate::users::{self, Role};
+use crate::pizzas::store as pizzas;
+use crate::users;
 
 /// The admin user the bootstrap client belongs to.
 pub const SYSTEM_EMAIL: &str = "system@pizza.com";
@@ -102,7 +104,7 @@ pub fn seed_dev_data(db: &Db, config: &Config) -> Result<(), SeedError> {
         log::info!("development seed: off (APP_ENV=production; SEED_DEV_DATA=true loads it)");
         return Ok(());
     }
-    if store::count_all(db)? > 0 {
+    if pizzas::count_all(db)? > 0 {
         log::info!("development seed: skipped, the database already has pizzas");
         return Ok(());
     }
@@ -112,9 +114,11 @@ pub fn seed_dev_data(db: &Db, config: &Config) -> Result<(), SeedError> {
         ("dev-client", "dev-secret-123", admin, "Development client"),
         ("user-client", "user-secret-123", regular, "Development user client"),
     ] {
-        clients::insert(db, id, &hash(secret, config.bcrypt_cost)?, &client(name), owner)?;
+        if !clients::insert(db, id, &hash(secret, config.bcrypt_cost)?, &client(name), owner)? {
+            log::info!("development seed: client {id} is already present");
+        }
     }
-    let pizzas = [
+    let seed = [
         ("Margherita", 10.99, &["Tomato Sauce", "Mozzarella", "Basil"][..]),
         ("Pepperoni", 12.99, &["Tomato Sauce", "Mozzarella", "Pepperoni"][..]),
         ("Vegetarian", 11.99, &["Tomato Sauce", "Mozzarella", "Bell Peppers", "Olives"][..]),
@@ -125,10 +129,30 @@ pub fn seed_dev_data(db: &Db, config: &Config) -> Result<(), SeedError> {
         ingredients: ingredients.iter().map(|s| s.to_string()).collect(),
         price,
     });
-    let stored = store::insert_if_none(db, &pizzas, admin)?;
+    let stored = insert_pizzas_once(db, &seed, admin)?;
     log::info!(
         "development seed: users {SYSTEM_EMAIL} (admin) and user@pizza.com (user), clients dev-client and \
          user-client, {stored} pizzas"
     );
     Ok(())
+}
+
+/// Key of the advisory lock that keeps replicas from seeding twice.
+const SEED_LOCK_KEY: i64 = 0x7069_7a7a_6173_6564;
+
+/// Stores `seed`, owned by `owner`, only if no pizza was ever stored.
+/// Returns how many were stored: replicas seeding at the same moment take
+/// turns on one lock, and only the first finds the table empty.
+fn insert_pizzas_once(db: &Db, seed: &[PizzaInput], owner: i64) -> Result<usize, DbError> {
+    let now = clock::now();
+    db.transaction(|tx| {
+        tx.lock(SEED_LOCK_KEY)?;
+        if pizzas::count_all(tx)? > 0 {
+            return Ok(0);
+        }
+        for pizza in seed {
+            pizzas::insert(tx, pizza, owner, now)?;
+        }
+        Ok(seed.len())
+    })
 }

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::users::Role;
+use super::Role;
 
 /// How far in the future `iat`/`nbf` may lie, for clocks of replicas that
 /// disagree by a little.

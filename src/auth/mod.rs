@@ -1,28 +1,44 @@
-//! Authentication and authorisation: the token endpoint (`token`), access
-//! tokens (`jwt`), client secrets (`secrets`), and the checks protected routes
-//! run on their caller (this module).
+//! Authentication and authorisation: access tokens (`jwt`), client secrets
+//! and bcrypt (`secrets`), the verified-secret cache (`cache`), roles
+//! (`role`), and the checks protected routes run on their caller (this
+//! module). Handlers call these; the token endpoint itself is a resource
+//! (`clients::token`).
 
 pub mod cache;
 pub mod jwt;
+pub mod role;
 pub mod secrets;
-pub mod token;
 
 use serde_json::json;
 
-pub use jwt::{Caller, JwtKeys, TokenError};
+pub use jwt::{Caller, Claims, JwtKeys, TokenError};
+pub use role::Role;
 
-use crate::app::AppState;
 use crate::clock;
-use crate::http::ApiError;
-use crate::http::request::header;
-use crate::users::Role;
+use crate::rest::{ApiError, Request};
+use cache::CredentialCache;
+use secrets::{BcryptSlots, DummyHash};
 
 /// The scope every change (create, update, delete) needs.
 pub const WRITE_SCOPE: &str = "write";
 
+/// What authenticating clients and callers needs, built once at start-up.
+pub struct Auth {
+    /// Signs and checks access tokens.
+    pub jwt: JwtKeys,
+    /// What secrets of unknown clients are checked against.
+    pub dummy_hash: DummyHash,
+    /// Secrets that already passed bcrypt, so repeated tokens skip it.
+    pub credentials: CredentialCache,
+    /// How many token requests may run bcrypt at once (half the workers).
+    pub bcrypt_slots: BcryptSlots,
+    /// bcrypt cost for new client secrets.
+    pub bcrypt_cost: u32,
+}
+
 /// The caller named by the request's `Authorization: Bearer` token.
-pub fn authenticate(state: &AppState, rq: &tiny_http::Request) -> Result<Caller, ApiError> {
-    let Some(value) = header(rq, "Authorization") else {
+pub fn authenticate(jwt: &JwtKeys, rq: &Request) -> Result<Caller, ApiError> {
+    let Some(value) = rq.header("Authorization") else {
         return Err(unauthorized("authorization_required", "this route needs an Authorization: Bearer <token> header"));
     };
     let value = value.trim();
@@ -30,15 +46,15 @@ pub fn authenticate(state: &AppState, rq: &tiny_http::Request) -> Result<Caller,
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(unauthorized("invalid_request", "the Authorization header must use the Bearer scheme"));
     }
-    state.jwt.verify(token.trim(), clock::unix_seconds(clock::now())).map_err(|err| match err {
+    jwt.verify(token.trim(), clock::unix_seconds(clock::now())).map_err(|err| match err {
         TokenError::Expired => unauthorized("expired_token", "the access token has expired; request a new one"),
         TokenError::Invalid(why) => ApiError::Unauthorized { error: "invalid_token", description: why },
     })
 }
 
 /// Like [`authenticate`], and the token must carry the `write` scope.
-pub fn authenticate_writer(state: &AppState, rq: &tiny_http::Request) -> Result<Caller, ApiError> {
-    let caller = authenticate(state, rq)?;
+pub fn authenticate_writer(jwt: &JwtKeys, rq: &Request) -> Result<Caller, ApiError> {
+    let caller = authenticate(jwt, rq)?;
     require_scope(&caller, WRITE_SCOPE)?;
     Ok(caller)
 }

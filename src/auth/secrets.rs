@@ -10,10 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::metrics::{BCRYPT_IN_FLIGHT, InFlight};
 
-/// bcrypt reads at most 72 bytes including a terminating zero, so 71 bytes of
-/// secret; longer secrets are refused rather than silently cut (two secrets
-/// sharing their first 72 bytes would match).
-pub const MAX_SECRET_BYTES: usize = 71;
+/// The longest secret checked (see the configuration's constant).
+pub const MAX_SECRET_BYTES: usize = crate::config::MAX_CLIENT_SECRET_BYTES;
 
 /// `N` bytes from the operating system's random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {

@@ -8,10 +8,9 @@
 //! transaction-level advisory lock, so replicas starting together apply each
 //! file exactly once.
 
-use rusqlite::{OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use super::{Db, DbError};
+use super::{Db, DbError, Exec, Statement, Value};
 use crate::clock;
 
 /// One schema file.
@@ -35,24 +34,27 @@ pub const POSTGRES: &[Migration] =
 
 /// Key of the advisory lock that serialises migrations across replicas
 /// (the bytes of "pizzamig" as a big-endian integer).
-const PG_LOCK_KEY: i64 = 0x7069_7a7a_616d_6967;
+const LOCK_KEY: i64 = 0x7069_7a7a_616d_6967;
 
-const SQLITE_CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+const CREATE: Statement = Statement {
+    sqlite: "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
     checksum   TEXT NOT NULL,
     applied_at TEXT NOT NULL
-)";
-
-const PG_CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+)",
+    postgres: "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT PRIMARY KEY,
     name       TEXT NOT NULL,
     checksum   TEXT NOT NULL,
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)";
+)",
+};
 
-const SELECT_CHECKSUM: &str = "SELECT checksum FROM schema_migrations WHERE version = $1";
-const SELECT_NEWEST: &str = "SELECT max(version) FROM schema_migrations";
+const SELECT_CHECKSUM: Statement = Statement::both("SELECT checksum FROM schema_migrations WHERE version = $1");
+const SELECT_NEWEST: Statement = Statement::both("SELECT max(version) FROM schema_migrations");
+const INSERT_APPLIED: Statement =
+    Statement::both("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)");
 
 /// The hex SHA-256 of a schema file's text.
 pub fn checksum(sql: &str) -> String {
@@ -68,14 +70,54 @@ pub struct Report {
     pub already_applied: usize,
 }
 
-/// Applies every schema file the database lacks.
+/// Applies every schema file the database has not recorded yet, each in its
+/// own transaction. On SQLite each transaction holds the write lock from its
+/// start (two processes opening one file cannot both apply a file); on
+/// PostgreSQL each takes the migration advisory lock (replicas starting
+/// together apply each file once). Even `CREATE TABLE IF NOT EXISTS` can fail
+/// when two sessions run it at once, so it takes the lock too.
 pub fn apply(db: &Db) -> Result<Report, DbError> {
-    let (migrations, report) = match db {
-        Db::Sqlite(sqlite) => (SQLITE, apply_sqlite(&mut *sqlite.pool.get()?, SQLITE)?),
-        Db::Postgres(pool) => (POSTGRES, apply_postgres(&mut *pool.get()?, POSTGRES)?),
-    };
+    let migrations = migrations_for(db);
+    db.transaction(|tx| {
+        tx.lock(LOCK_KEY)?;
+        tx.run_script(&CREATE)
+    })?;
+    let mut report = Report::default();
+    for migration in migrations {
+        let applied = db.transaction(|tx| {
+            tx.lock(LOCK_KEY)?;
+            let recorded = tx.read_one(&SELECT_CHECKSUM, &[migration.version.into()], |row| row.text(0))?;
+            if !needs_applying(migration, recorded)? {
+                return Ok(false);
+            }
+            tx.run_script(&Statement::both(migration.sql))?;
+            let sum = checksum(migration.sql);
+            let params: [Value<'_>; 4] =
+                [migration.version.into(), migration.name.into(), (&sum).into(), clock::now().into()];
+            tx.execute(&INSERT_APPLIED, &params)?;
+            Ok(true)
+        })?;
+        if applied {
+            report.applied.push(migration.name);
+        } else {
+            report.already_applied += 1;
+        }
+    }
     warn_if_database_is_newer(db, migrations)?;
     Ok(report)
+}
+
+/// The schema files of the database's dialect.
+fn migrations_for(db: &Db) -> &'static [Migration] {
+    match db {
+        Db::Sqlite(_) => SQLITE,
+        Db::Postgres(_) => POSTGRES,
+    }
+}
+
+/// The newest schema version this build knows for the database's dialect.
+pub fn newest_known(db: &Db) -> i64 {
+    migrations_for(db).last().map_or(0, |m| m.version)
 }
 
 /// Whether `recorded` (the checksum in the database, if any) means the file
@@ -94,70 +136,18 @@ fn needs_applying(migration: &Migration, recorded: Option<String>) -> Result<boo
     }
 }
 
-fn apply_sqlite(conn: &mut rusqlite::Connection, migrations: &[Migration]) -> Result<Report, DbError> {
-    conn.execute_batch(SQLITE_CREATE)?;
-    let mut report = Report::default();
-    for migration in migrations {
-        // IMMEDIATE takes the write lock first, so two processes opening one
-        // file cannot both decide to apply the same migration.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let recorded = tx.query_row(SELECT_CHECKSUM, [migration.version], |row| row.get::<_, String>(0)).optional()?;
-        if needs_applying(migration, recorded)? {
-            tx.execute_batch(migration.sql)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
-                (migration.version, migration.name, checksum(migration.sql), clock::format(clock::now())),
-            )?;
-            report.applied.push(migration.name);
-        } else {
-            report.already_applied += 1;
-        }
-        tx.commit()?;
-    }
-    Ok(report)
-}
-
-fn apply_postgres(client: &mut postgres::Client, migrations: &[Migration]) -> Result<Report, DbError> {
-    {
-        // Even CREATE TABLE IF NOT EXISTS can fail when two sessions run it at
-        // once, so it takes the lock too.
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK_KEY])?;
-        tx.batch_execute(PG_CREATE)?;
-        tx.commit()?;
-    }
-    let mut report = Report::default();
-    for migration in migrations {
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK_KEY])?;
-        let recorded = tx.query_opt(SELECT_CHECKSUM, &[&migration.version])?.map(|row| row.get::<_, String>(0));
-        if needs_applying(migration, recorded)? {
-            tx.batch_execute(migration.sql)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&migration.version, &migration.name, &checksum(migration.sql)],
-            )?;
-            report.applied.push(migration.name);
-        } else {
-            report.already_applied += 1;
-        }
-        tx.commit()?;
-    }
-    Ok(report)
-}
-
-/// A database migrated by a newer build still works with additive changes,
-/// and refusing to start would break rolling back a deployment: warn instead.
 fn warn_if_database_is_newer(db: &Db, migrations: &[Migration]) -> Result<(), DbError> {
-    let newest: Option<i64> = match db {
-        Db::Sqlite(sqlite) => sqlite.pool.get()?.query_row(SELECT_NEWEST, [], |row| row.get(0))?,
-        Db::Postgres(pool) => pool.get()?.query_one(SELECT_NEWEST, &[])?.get(0),
-    };
+    let newest = db.read_one(&SELECT_NEWEST, &[], |row| row.opt_int(0))?.flatten();
     let known = migrations.last().map_or(0, |m| m.version);
     if let Some(newest) = newest.filter(|&n| n > known) {
         log::warn!("the database has schema version {newest}, newer than this build's {known}: was it rolled back?");
     }
     Ok(())
+}
+
+/// The schema version recorded in the database (`None` before any).
+pub fn recorded_version(db: &impl Exec) -> Result<Option<i64>, DbError> {
+    Ok(db.read_one(&SELECT_NEWEST, &[], |row| row.opt_int(0))?.flatten())
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
 //! The database layer: [`Db`] has one variant per driver, each holding an r2d2
-//! pool. Repository functions (in the resource modules) match on it once and
-//! run the statement written for that dialect.
+//! pool. Statements run through the executor in [`exec`] (read one, read
+//! many, write, transaction), the only code that matches on the driver;
+//! repository functions in the resource modules define each statement once,
+//! as its pair of dialect texts, beside the function that runs it.
 
+pub mod exec;
 pub mod migrate;
 pub mod tls;
+
+pub use exec::{Exec, Row, Statement, Tx, Value};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,42 +57,43 @@ pub struct SqliteDb {
     file_id: Option<FileId>,
 }
 
-/// A PostgreSQL statement and its parameter types: run through
-/// [`PgConn::run`], it is prepared once per connection and then costs one
-/// round trip and no parsing or planning on the server (which shares the
-/// machine's cores with the service in small deployments).
-pub struct PgStatement {
-    pub sql: &'static str,
-    pub types: &'static [postgres::types::Type],
-}
-
-/// A pooled PostgreSQL connection with the statements it has prepared.
+/// A pooled PostgreSQL connection with the statements it has prepared: each
+/// statement is prepared once per connection, with the parameter types its
+/// values name, then costs one round trip and no parsing or planning on the
+/// server (which shares the machine's cores with the service in small
+/// deployments).
 pub struct PgConn {
     client: postgres::Client,
     prepared: HashMap<&'static str, postgres::Statement>,
 }
 
 impl PgConn {
-    /// Runs `statement`, preparing it on this connection the first time.
-    pub fn run(
-        &mut self,
-        statement: &PgStatement,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, DbError> {
-        let prepared = match self.prepared.get(statement.sql) {
-            Some(prepared) => prepared.clone(),
-            None => {
-                let prepared = self.client.prepare_typed(statement.sql, statement.types)?;
-                self.prepared.insert(statement.sql, prepared.clone());
-                prepared
-            }
-        };
-        self.client.query(&prepared, params).map_err(|err| {
-            // A schema change can invalidate a prepared statement: prepare
-            // it afresh next time rather than fail for the connection's life.
-            self.prepared.remove(statement.sql);
-            err.into()
-        })
+    fn statement(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<postgres::Statement, DbError> {
+        if let Some(prepared) = self.prepared.get(sql) {
+            return Ok(prepared.clone());
+        }
+        let prepared = self.client.prepare_typed(sql, &exec::pg_types(params))?;
+        self.prepared.insert(sql, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Runs `sql` and returns its rows.
+    fn run(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<Vec<postgres::Row>, DbError> {
+        let prepared = self.statement(sql, params)?;
+        self.client.query(&prepared, &exec::pg_params(params)).map_err(|err| self.forget(sql, err))
+    }
+
+    /// Runs `sql` and returns how many rows it changed.
+    fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, DbError> {
+        let prepared = self.statement(sql, params)?;
+        self.client.execute(&prepared, &exec::pg_params(params)).map_err(|err| self.forget(sql, err))
+    }
+
+    /// A schema change can invalidate a prepared statement: prepare it
+    /// afresh next time rather than fail for the connection's life.
+    fn forget(&mut self, sql: &'static str, err: postgres::Error) -> DbError {
+        self.prepared.remove(sql);
+        err.into()
     }
 }
 
@@ -259,6 +265,14 @@ impl Db {
         }
     }
 
+    /// Opens an existing SQLite file for reading only (a copy's source):
+    /// nothing is created, migrated or written.
+    pub fn open_sqlite_read_only(path: &Path) -> Result<Db, DbError> {
+        let manager = SqliteConnectionManager::file(path).with_flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
+        let pool = r2d2::Pool::builder().max_size(1).build(manager).map_err(|e| DbError::Unavailable(describe(&e)))?;
+        Ok(Db::Sqlite(SqliteDb { pool, write_lock: Mutex::new(()), path: path.to_owned(), file_id: FileId::of(path) }))
+    }
+
     /// How many connections the pool holds, in use and idle, and its size.
     pub fn pool_state(&self) -> PoolState {
         let (state, max) = match self {
@@ -298,7 +312,7 @@ impl Db {
 /// up to once per connection the pool can hold: after a restart every idle
 /// connection is dead, and each fails at once. Only for work that is safe to
 /// repeat (reads): a write cut off mid-way might have committed.
-pub fn pg_repeatable<T>(
+fn pg_repeatable<T>(
     pool: &PgPool,
     wait: Duration,
     mut work: impl FnMut(&mut PgConn) -> Result<T, DbError>,
@@ -312,16 +326,6 @@ pub fn pg_repeatable<T>(
         }
     }
     Err(last.unwrap_or_else(|| DbError::Unavailable("every connection was lost".into())))
-}
-
-/// Runs a read-only statement with [`pg_repeatable`], waiting for a
-/// connection as long as the pool allows.
-pub fn pg_read(
-    pool: &PgPool,
-    statement: &PgStatement,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<Vec<postgres::Row>, DbError> {
-    pg_repeatable(pool, pool.connection_timeout(), |conn| conn.run(statement, params))
 }
 
 impl SqliteDb {

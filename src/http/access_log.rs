@@ -12,6 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+
+use crate::rest::Method;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
@@ -58,7 +60,7 @@ impl AccessLog {
     }
 
     /// Logs one answered request.
-    pub fn record(&self, method: &tiny_http::Method, path: &str, status: u16, elapsed: Duration) {
+    pub fn record(&self, method: &Method, path: &str, status: u16, elapsed: Duration) {
         let Some(lines) = &self.lines else { return };
         let now = OffsetDateTime::now_utc();
         let millis = elapsed.as_secs_f64() * 1e3;
@@ -108,8 +110,8 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let log = AccessLog { lines: Some(tx) };
 
-        log.record(&tiny_http::Method::Get, "/health", 200, Duration::from_micros(1500));
-        log.record(&tiny_http::Method::Post, "/api/v1/pizzas", 201, Duration::from_micros(250));
+        log.record(&Method::Get, "/health", 200, Duration::from_micros(1500));
+        log.record(&Method::Post, "/api/v1/pizzas", 201, Duration::from_micros(250));
 
         for (line, rest) in [
             (rx.recv().unwrap(), "GET /health 200 1.500ms\n"),

@@ -1,13 +1,15 @@
 //! The router: the path names a [`Route`] (or nothing: 404), then one `match`
-//! on route and method picks the handler; a known route with a method it does
-//! not serve is a 405 with `Allow`.
+//! on route and method picks the handler and hands it only the parts of the
+//! state it needs; a known route with a method it does not serve is a 405
+//! with `Allow`. A handler's error, or its panic, becomes the response here.
 
-use tiny_http::Method;
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
 
-use super::request::MAX_BODY_BYTES;
-use super::{ApiError, Response};
-use crate::app::AppState;
-use crate::{auth, clients, health, metrics, pizzas};
+use crate::rest::error::internal_error;
+use crate::rest::{ApiError, Method, Request, Response};
+use crate::state::AppState;
+use crate::{clients, ops, pizzas};
 
 /// Every resource the service has. Path parameters are kept as text; the
 /// handler decides whether they parse.
@@ -84,56 +86,66 @@ impl<'a> Route<'a> {
 /// The template of routes that do not exist.
 pub const UNMATCHED: &str = "unmatched";
 
-/// Routes one request to the handler of `route` (`None`: no such path).
-pub fn route(
-    state: &AppState,
-    rq: &mut tiny_http::Request,
-    route: Option<Route<'_>>,
-    query: &str,
-) -> Result<Response, ApiError> {
-    let Some(route) = route else { return Err(not_found()) };
-    // Refused before any handler runs: no route takes a body this large, and
-    // reading it to find that out would cost the whole upload.
-    if rq.body_length().is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
-    }
-    let method = rq.method().clone();
-    dispatch(state, rq, route, &method, query)
+/// A request's answer and the route template it matched, for the metrics
+/// and the access log.
+pub struct Routed {
+    pub template: &'static str,
+    pub response: Response,
 }
 
-fn dispatch(
-    state: &AppState,
-    rq: &mut tiny_http::Request,
-    route: Route<'_>,
-    method: &Method,
-    query: &str,
-) -> Result<Response, ApiError> {
+/// Routes one request and runs its handler; errors and panics become responses.
+pub fn route(state: &AppState, rq: &Request) -> Routed {
+    let Some(route) = Route::parse(rq.path()) else {
+        return Routed { template: UNMATCHED, response: not_found().into_response() };
+    };
+    let response = run_handler(rq, || dispatch(state, rq, route));
+    Routed { template: route.template(), response }
+}
+
+/// Runs a handler, turning its error or its panic into a response.
+fn run_handler(rq: &Request, handler: impl FnOnce() -> Result<Response, ApiError>) -> Response {
+    match panic::catch_unwind(AssertUnwindSafe(handler)) {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => err.into_response(),
+        Err(payload) => {
+            log::error!("handler panicked on {} {}: {}", rq.method(), rq.path(), panic_message(&*payload));
+            internal_error()
+        }
+    }
+}
+
+fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response, ApiError> {
     use Method::{Delete, Get, Head, Post, Put};
-    match (route, method) {
-        (Route::Health, Get | Head) => Ok(health::health(state)),
-        (Route::Livez, Get | Head) => Ok(health::livez()),
-        (Route::Metrics, Get | Head) => Ok(metrics::render(state)),
-        (Route::OpenApi, Get | Head) => Ok(openapi()),
+    let (db, auth) = (&state.db, &state.auth);
+    match (route, rq.method()) {
+        (Route::Health, Get | Head) => Ok(ops::health::health(db)),
+        (Route::Livez, Get | Head) => Ok(ops::health::livez()),
+        (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db)),
+        (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
 
-        (Route::Token, Post) => auth::token::issue(state, rq),
+        (Route::Token, Post) => clients::token::issue(db, auth, rq),
 
-        (Route::PublicPizzas, Get | Head) => pizzas::list(state, query),
-        (Route::PublicPizza(id), Get | Head) => pizzas::get(state, id),
-        (Route::Pizzas, Post) => pizzas::create(state, rq),
-        (Route::Pizza(id), Put) => pizzas::update(state, rq, id),
-        (Route::Pizza(id), Delete) => pizzas::delete(state, rq, id),
+        (Route::PublicPizzas, Get | Head) => pizzas::list(db, rq),
+        (Route::PublicPizza(id), Get | Head) => pizzas::get(db, id),
+        (Route::Pizzas, Post) => pizzas::create(db, &auth.jwt, rq),
+        (Route::Pizza(id), Put) => pizzas::update(db, &auth.jwt, rq, id),
+        (Route::Pizza(id), Delete) => pizzas::delete(db, &auth.jwt, rq, id),
 
-        (Route::Clients, Get | Head) => clients::list(state, rq),
-        (Route::Clients, Post) => clients::create(state, rq),
-        (Route::Client(id), Delete) => clients::delete(state, rq, &decode_segment(id)?),
+        (Route::Clients, Get | Head) => clients::list(db, &auth.jwt, rq),
+        (Route::Clients, Post) => clients::create(db, auth, rq),
+        (Route::Client(id), Delete) => clients::delete(db, auth, rq, &decode_segment(id)?),
 
         (route, _) => Err(ApiError::MethodNotAllowed { allow: route.allow() }),
     }
 }
 
-/// `GET /openapi.json`: the OpenAPI 3 description of the whole API.
-fn openapi() -> Response {
-    Response::json_bytes(200, include_bytes!("../openapi.json").to_vec())
+/// The text a panic carried, when it carried text.
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn not_found() -> ApiError {
@@ -147,7 +159,28 @@ fn decode_segment(segment: &str) -> Result<String, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Route;
+    use super::*;
+
+    fn request() -> Request {
+        Request::new(Method::Get, "/x".into(), Vec::new(), Vec::new())
+    }
+
+    #[test]
+    fn a_panicking_handler_is_answered_500_and_the_next_request_is_served() {
+        let panicked = run_handler(&request(), || panic!("handler bug"));
+        let next = run_handler(&request(), || Ok(Response::no_content()));
+
+        assert_eq!(panicked.status, 500);
+        assert_eq!(panicked.body, br#"{"error":"Internal server error"}"#);
+        assert_eq!(next.status, 204);
+    }
+
+    #[test]
+    fn an_error_is_answered_with_its_status() {
+        let response = run_handler(&request(), || Err(ApiError::NotFound("Not found")));
+
+        assert_eq!(response.status, 404);
+    }
 
     #[test]
     fn a_path_names_its_route_with_parameters() {

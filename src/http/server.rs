@@ -7,7 +7,6 @@
 //! the queue stays empty, and [`HttpServer::wait`] returns when they are done
 //! or the drain deadline passes.
 
-use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
@@ -20,12 +19,11 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use super::access_log::{self, AccessLog};
-use super::error::internal_error;
-use super::router::{self, Route};
-use super::{ApiError, Response, request};
-use crate::app::AppState;
-use crate::config::{HttpLimits, MAX_HEADER_FIELDS};
+use super::router::{self, panic_message};
+use crate::config::{HttpLimits, MAX_BODY_BYTES, MAX_HEADER_FIELDS};
 use crate::metrics;
+use crate::rest::{Method, Request, Response};
+use crate::state::AppState;
 
 /// How often an idle worker checks whether the server is stopping.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -247,31 +245,56 @@ fn serve_until_stopped(server: &tiny_http::Server, state: &AppState, stop: &Stop
     }
 }
 
-/// Serves one request: route it, turn failures and panics into responses,
-/// write the answer, count it, and log one access line. The request's body
-/// is already in memory: the listener read it within its limits.
+/// Serves one request: route it (the router turns failures and panics into
+/// responses), write the answer, count it, and log one access line. The
+/// request's body is already in memory: the listener read it within its limits.
 fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let _in_flight = metrics::InFlight::start(&metrics::HTTP_IN_FLIGHT);
-    let method = rq.method().clone();
-    let target = rq.url().to_owned();
-    // The query string is left out of every log line: clients sometimes put
-    // credentials there.
-    let (path, query) = request::split_target(&target);
-    let route = Route::parse(path);
-    let template = route.map_or(router::UNMATCHED, |r| r.template());
-    let mut response = dispatch(|| router::route(state, &mut rq, route, query), &method, path);
+    let request = to_request(&mut rq);
+    let routed = router::route(state, &request);
+    let mut response = routed.response;
     if stop.is_stopping() {
         // Keep-alive clients should reconnect elsewhere: this process is leaving.
         response = response.with_header("Connection", "close");
     }
     let status = response.status;
-    if let Err(err) = rq.respond(response.into_tiny()) {
+    // The query string is left out of every log line: clients sometimes put
+    // credentials there.
+    let (method, path) = (request.method(), request.path());
+    if let Err(err) = rq.respond(to_tiny(response)) {
         log::warn!("failed to send {status} for {method} {path}: {err}");
     }
     let elapsed = started.elapsed();
-    state.metrics.observe(metrics::method_label(&method), template, status, elapsed);
-    access.record(&method, path, status, elapsed);
+    state.metrics.observe(method.label(), routed.template, status, elapsed);
+    access.record(method, path, status, elapsed);
+}
+
+/// The request as handlers see it; the body moves over without a copy.
+fn to_request(rq: &mut tiny_http::Request) -> Request {
+    let method = Method::parse(rq.method().as_str());
+    let headers = rq.headers().iter().map(|h| (h.field.as_str().to_string(), h.value.to_string())).collect();
+    Request::new(method, rq.url().to_owned(), headers, rq.take_body())
+}
+
+/// The response in tiny_http's type. Headers with bytes HTTP does not allow
+/// are dropped (and logged) rather than sent broken.
+fn to_tiny(response: Response) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
+    let content_type = response.content_type();
+    let Response { status, headers, body, .. } = response;
+    let length = body.len();
+    let mut tiny =
+        tiny_http::Response::new(tiny_http::StatusCode(status), Vec::new(), io::Cursor::new(body), Some(length), None)
+            // Never chunked: some clients reject a body without a length.
+            .with_chunked_threshold(usize::MAX);
+    let content_type = content_type.map(|v| ("Content-Type", v.to_owned()));
+    for (name, value) in content_type.into_iter().chain(headers) {
+        match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            Ok(header) => tiny.add_header(header),
+            Err(()) => log::error!("dropped response header {name}: value is not valid in HTTP"),
+        }
+    }
+    tiny
 }
 
 /// Reports what the listener does on its own to the metrics registry.
@@ -314,56 +337,12 @@ fn transport_limits(http: &HttpLimits) -> tiny_http::Limits {
     tiny_http::Limits {
         max_head_bytes: http.max_header_bytes,
         max_headers: MAX_HEADER_FIELDS,
-        max_body_bytes: request::MAX_BODY_BYTES,
+        max_body_bytes: MAX_BODY_BYTES,
         max_buffered_body_bytes: http.max_buffered_body_bytes,
         read_timeout: http.read_timeout,
         keepalive_timeout: http.keepalive_timeout,
         write_timeout: http.write_timeout,
         max_connections: http.max_connections,
         ..tiny_http::Limits::default()
-    }
-}
-
-/// Runs a handler, turning its error or its panic into a response.
-fn dispatch(handler: impl FnOnce() -> Result<Response, ApiError>, method: &tiny_http::Method, path: &str) -> Response {
-    match panic::catch_unwind(AssertUnwindSafe(handler)) {
-        Ok(Ok(response)) => response,
-        Ok(Err(err)) => err.into_response(),
-        Err(payload) => {
-            log::error!("handler panicked on {method} {path}: {}", panic_message(&*payload));
-            internal_error()
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_handler_is_answered_500_and_the_next_request_is_served() {
-        let method = tiny_http::Method::Get;
-
-        let panicked = dispatch(|| panic!("handler bug"), &method, "/x");
-        let next = dispatch(|| Ok(Response::no_content()), &method, "/x");
-
-        assert_eq!(panicked.status, 500);
-        assert_eq!(panicked.body, br#"{"error":"Internal server error"}"#);
-        assert_eq!(next.status, 204);
-    }
-
-    #[test]
-    fn an_error_is_answered_with_its_status() {
-        let response = dispatch(|| Err(ApiError::NotFound("Not found")), &tiny_http::Method::Get, "/x");
-
-        assert_eq!(response.status, 404);
     }
 }

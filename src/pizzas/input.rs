@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::http::ApiError;
-use crate::http::request::form_pairs;
+use crate::rest::ApiError;
+use crate::rest::request::form_pairs;
 
 /// Longest name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;

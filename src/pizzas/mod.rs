@@ -6,11 +6,10 @@ pub mod store;
 
 use serde_json::json;
 
-use crate::app::AppState;
-use crate::auth::{self, Caller};
-use crate::http::request::json_body;
-use crate::http::{ApiError, Response};
-use crate::users::Role;
+use crate::auth::{self, Caller, JwtKeys, Role};
+use crate::clock;
+use crate::db::Db;
+use crate::rest::{ApiError, Request, Response};
 use input::{ListQuery, PizzaInput};
 
 /// `{id}` as a pizza ID: a positive integer, else 400.
@@ -27,9 +26,9 @@ fn not_found() -> ApiError {
 
 /// `GET /api/v1/public/pizzas`: one page, by ID. A full page carries a
 /// `Link: <...>; rel="next"` to the following one.
-pub fn list(state: &AppState, query: &str) -> Result<Response, ApiError> {
-    let query = ListQuery::parse(query)?;
-    let pizzas = store::list(&state.db, &query)?;
+pub fn list(db: &Db, rq: &Request) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(rq.query())?;
+    let pizzas = store::list(db, &query)?;
     let full_page = pizzas.len() as i64 == query.limit;
     let response = Response::json(200, &pizzas);
     if !full_page {
@@ -48,17 +47,17 @@ pub fn list(state: &AppState, query: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /api/v1/public/pizzas/{id}`.
-pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
+pub fn get(db: &Db, id: &str) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let pizza = store::find(&state.db, id)?.ok_or_else(not_found)?;
+    let pizza = store::find(db, id)?.ok_or_else(not_found)?;
     Ok(Response::json(200, &pizza))
 }
 
 /// `POST /api/v1/pizzas`: the caller owns the new pizza.
-pub fn create(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(state, rq)?;
-    let input = PizzaInput::parse(&json_body(rq)?)?;
-    let pizza = store::insert(&state.db, &input, caller.user_id)?;
+pub fn create(db: &Db, jwt: &JwtKeys, rq: &Request) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(jwt, rq)?;
+    let input = PizzaInput::parse(&rq.json_body()?)?;
+    let pizza = store::insert(db, &input, caller.user_id, clock::now())?;
     let location = format!("/api/v1/public/pizzas/{}", pizza.id);
     Ok(Response::json(201, &pizza).with_header("Location", location))
 }
@@ -68,34 +67,34 @@ pub fn create(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response,
 /// stored by one statement that also checks existence and permission; only
 /// when it changes nothing (or the body is invalid) does a second query find
 /// out which error applies.
-pub fn update(state: &AppState, rq: &mut tiny_http::Request, id: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(state, rq)?;
+pub fn update(db: &Db, jwt: &JwtKeys, rq: &Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(jwt, rq)?;
     let id = parse_id(id)?;
-    let input = json_body(rq).and_then(|body| PizzaInput::parse(&body));
+    let input = rq.json_body().and_then(|body| PizzaInput::parse(&body));
     let input = match input {
         Ok(input) => input,
         Err(invalid_body) => {
-            check_may_change(state, &caller, id, "update")?;
+            check_may_change(db, &caller, id, "update")?;
             return Err(invalid_body);
         }
     };
-    match store::update(&state.db, id, &input, owner_filter(&caller))? {
+    match store::update(db, id, &input, owner_filter(&caller))? {
         Some(pizza) => Ok(Response::json(200, &pizza)),
         None => {
-            check_may_change(state, &caller, id, "update")?;
+            check_may_change(db, &caller, id, "update")?;
             Err(not_found())
         }
     }
 }
 
 /// `DELETE /api/v1/pizzas/{id}`: soft delete; a second delete is a 404.
-pub fn delete(state: &AppState, rq: &tiny_http::Request, id: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(state, rq)?;
+pub fn delete(db: &Db, jwt: &JwtKeys, rq: &Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(jwt, rq)?;
     let id = parse_id(id)?;
-    if store::soft_delete(&state.db, id, owner_filter(&caller))? {
+    if store::soft_delete(db, id, owner_filter(&caller))? {
         return Ok(Response::no_content());
     }
-    check_may_change(state, &caller, id, "delete")?;
+    check_may_change(db, &caller, id, "delete")?;
     Err(not_found())
 }
 
@@ -107,8 +106,8 @@ fn owner_filter(caller: &Caller) -> Option<i64> {
 
 /// 404 when the pizza is missing or deleted, 403 when the caller is neither
 /// its owner nor an admin.
-fn check_may_change(state: &AppState, caller: &Caller, id: i64, verb: &str) -> Result<(), ApiError> {
-    let owner = store::owner(&state.db, id)?.ok_or_else(not_found)?;
+fn check_may_change(db: &Db, caller: &Caller, id: i64, verb: &str) -> Result<(), ApiError> {
+    let owner = store::owner(db, id)?.ok_or_else(not_found)?;
     if owner == caller.user_id || caller.role == Role::Admin {
         return Ok(());
     }

@@ -1,17 +1,13 @@
-//! The pizza queries, one statement per dialect where they differ.
-//!
-//! SQLite statements are cached per connection (`prepare_cached`);
-//! PostgreSQL ones are [`PgStatement`]s, prepared once per connection with
-//! their parameter types, then run in one round trip each.
+//! The pizza queries: each statement once, as its pair of dialect texts,
+//! beside the function that runs it through the executor.
 
 use std::time::SystemTime;
 
-use postgres::types::{ToSql, Type};
 use serde::Serialize;
 
 use super::input::{ListQuery, PizzaInput, fold};
 use crate::clock;
-use crate::db::{Db, DbError, PgStatement, pg_read};
+use crate::db::{DbError, Exec, Row, Statement, Value};
 
 /// A pizza as every response shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,299 +22,159 @@ pub struct Pizza {
     pub updated_at: String,
 }
 
-const SELECT_ONE_SQLITE: &str = concat!(
-    "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at ",
-    "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
-);
-const SELECT_ONE_PG: PgStatement = PgStatement {
-    sql: concat!(
-        "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at ",
-        "FROM pizzas WHERE id = $1 AND deleted_at IS NULL"
-    ),
-    types: &[Type::INT8],
+/// The columns every pizza statement returns, in [`from_row`]'s order.
+/// PostgreSQL stores ingredients as `jsonb` and hands them over as text.
+macro_rules! pizza_columns {
+    (sqlite) => {
+        "id, name, description, ingredients, price, created_by, created_at, updated_at"
+    };
+    (postgres) => {
+        "id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+    };
+}
+
+fn from_row(row: &Row<'_>) -> Result<Pizza, DbError> {
+    Ok(Pizza {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        description: row.text(2)?,
+        ingredients: row.json(3)?,
+        price: row.real(4)?,
+        created_by: row.int(5)?,
+        created_at: row.time_text(6)?,
+        updated_at: row.time_text(7)?,
+    })
+}
+
+const SELECT_ONE: Statement = Statement {
+    sqlite: concat!("SELECT ", pizza_columns!(sqlite), " FROM pizzas WHERE id = $1 AND deleted_at IS NULL"),
+    postgres: concat!("SELECT ", pizza_columns!(postgres), " FROM pizzas WHERE id = $1 AND deleted_at IS NULL"),
 };
 
-const SELECT_OWNER: &str = "SELECT created_by FROM pizzas WHERE id = $1 AND deleted_at IS NULL";
-const SELECT_OWNER_PG: PgStatement = PgStatement { sql: SELECT_OWNER, types: &[Type::INT8] };
+/// The pizza `id`, unless it is missing or deleted.
+pub fn find(db: &impl Exec, id: i64) -> Result<Option<Pizza>, DbError> {
+    db.read_one(&SELECT_ONE, &[id.into()], from_row)
+}
+
+const SELECT_OWNER: Statement = Statement::both("SELECT created_by FROM pizzas WHERE id = $1 AND deleted_at IS NULL");
+
+/// The owner of pizza `id`, unless it is missing or deleted.
+pub fn owner(db: &impl Exec, id: i64) -> Result<Option<i64>, DbError> {
+    db.read_one(&SELECT_OWNER, &[id.into()], |row| row.int(0))
+}
 
 // One statement for every filter combination: a NULL parameter switches its
 // filter off. instr/strpos match the folded name literally (no LIKE
 // wildcards, so `%` and `_` match themselves).
-const LIST_SQLITE: &str = concat!(
-    "SELECT id, name, description, ingredients, price, created_by, created_at, updated_at FROM pizzas ",
-    "WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
-    // A bare parameter as LIMIT makes SQLite plan the statement again on every
-    // run (it folds the value into the plan); an expression does not.
-    "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
-);
-const LIST_PG: PgStatement = PgStatement {
-    sql: concat!(
-        "SELECT id, name, description, ingredients::text, price, created_by, created_at, updated_at FROM pizzas ",
-        "WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
+const LIST: Statement = Statement {
+    sqlite: concat!(
+        "SELECT ",
+        pizza_columns!(sqlite),
+        " FROM pizzas WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
+        // A bare parameter as LIMIT makes SQLite plan the statement again on
+        // every run (it folds the value into the plan); an expression does not.
+        "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        pizza_columns!(postgres),
+        " FROM pizzas WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
         "AND ($2::bigint IS NULL OR created_by = $2::bigint) ORDER BY id LIMIT $3 OFFSET $4"
     ),
-    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
 };
-
-const INSERT_SQLITE: &str = concat!(
-    "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ",
-    "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
-);
-const INSERT_PG: PgStatement = PgStatement {
-    sql: concat!(
-        "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
-        "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7) ",
-        "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
-    ),
-    types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::TIMESTAMPTZ],
-};
-
-// updated_at never goes backwards, even if the clock does.
-const UPDATE_SQLITE: &str = concat!(
-    "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4, price = $5, ",
-    "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
-    "RETURNING id, name, description, ingredients, price, created_by, created_at, updated_at"
-);
-const UPDATE_PG: PgStatement = PgStatement {
-    sql: concat!(
-        "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
-        "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
-        "AND ($8::bigint IS NULL OR created_by = $8::bigint) ",
-        "RETURNING id, name, description, ingredients::text, price, created_by, created_at, updated_at"
-    ),
-    types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TIMESTAMPTZ, Type::INT8, Type::INT8],
-};
-
-const DELETE_SQLITE: &str = "UPDATE pizzas SET deleted_at = $1 \
-     WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) RETURNING id";
-const DELETE_PG: PgStatement = PgStatement {
-    sql: "UPDATE pizzas SET deleted_at = $1 \
-          WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id",
-    types: &[Type::TIMESTAMPTZ, Type::INT8, Type::INT8],
-};
-
-const COUNT_ALL: &str = "SELECT count(*) FROM pizzas";
-
-fn ingredients_json(ingredients: &[String]) -> String {
-    serde_json::to_string(ingredients).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn parse_ingredients(text: &str) -> Result<Vec<String>, DbError> {
-    serde_json::from_str(text).map_err(|e| DbError::Query(format!("stored ingredients are not a JSON array: {e}")))
-}
-
-fn from_sqlite(row: &rusqlite::Row<'_>) -> Result<Pizza, DbError> {
-    Ok(Pizza {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        description: row.get(2)?,
-        ingredients: parse_ingredients(row.get_ref(3)?.as_str().map_err(|e| DbError::Query(e.to_string()))?)?,
-        price: row.get(4)?,
-        created_by: row.get(5)?,
-        created_at: row.get(6)?,
-        updated_at: row.get(7)?,
-    })
-}
-
-fn from_pg(row: &postgres::Row) -> Result<Pizza, DbError> {
-    Ok(Pizza {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        description: row.try_get(2)?,
-        ingredients: parse_ingredients(row.try_get(3)?)?,
-        price: row.try_get(4)?,
-        created_by: row.try_get(5)?,
-        created_at: clock::format(row.try_get::<_, SystemTime>(6)?),
-        updated_at: clock::format(row.try_get::<_, SystemTime>(7)?),
-    })
-}
-
-fn sqlite_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Pizza>, DbError> {
-    let mut pizzas = Vec::new();
-    while let Some(row) = rows.next()? {
-        pizzas.push(from_sqlite(row)?);
-    }
-    Ok(pizzas)
-}
-
-fn first_pg(rows: Vec<postgres::Row>) -> Result<Option<Pizza>, DbError> {
-    rows.first().map(from_pg).transpose()
-}
-
-/// The pizza `id`, unless it is missing or deleted.
-pub fn find(db: &Db, id: i64) -> Result<Option<Pizza>, DbError> {
-    match db {
-        Db::Sqlite(sqlite) => {
-            let conn = sqlite.pool.get()?;
-            let mut stmt = conn.prepare_cached(SELECT_ONE_SQLITE)?;
-            Ok(sqlite_rows(stmt.query([id])?)?.pop())
-        }
-        Db::Postgres(pool) => first_pg(pg_read(pool, &SELECT_ONE_PG, &[&id])?),
-    }
-}
-
-/// The owner of pizza `id`, unless it is missing or deleted.
-pub fn owner(db: &Db, id: i64) -> Result<Option<i64>, DbError> {
-    match db {
-        Db::Sqlite(sqlite) => {
-            let conn = sqlite.pool.get()?;
-            let mut stmt = conn.prepare_cached(SELECT_OWNER)?;
-            let mut rows = stmt.query([id])?;
-            Ok(rows.next()?.map(|row| row.get(0)).transpose()?)
-        }
-        Db::Postgres(pool) => {
-            let rows = pg_read(pool, &SELECT_OWNER_PG, &[&id])?;
-            Ok(rows.first().map(|row| row.try_get(0)).transpose()?)
-        }
-    }
-}
 
 /// One page of pizzas matching `query`, by ID.
-pub fn list(db: &Db, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
-    match db {
-        Db::Sqlite(sqlite) => {
-            let conn = sqlite.pool.get()?;
-            let mut stmt = conn.prepare_cached(LIST_SQLITE)?;
-            sqlite_rows(stmt.query((&query.name, query.created_by, query.limit, query.offset))?)
-        }
-        Db::Postgres(pool) => {
-            let params: [&(dyn ToSql + Sync); 4] = [&query.name, &query.created_by, &query.limit, &query.offset];
-            pg_read(pool, &LIST_PG, &params)?.iter().map(from_pg).collect()
-        }
-    }
+pub fn list(db: &impl Exec, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
+    let params = [query.name.as_deref().into(), query.created_by.into(), query.limit.into(), query.offset.into()];
+    db.read_many(&LIST, &params, from_row)
 }
 
-/// Stores a new pizza owned by `owner` and returns it as stored.
-pub fn insert(db: &Db, input: &PizzaInput, owner: i64) -> Result<Pizza, DbError> {
-    let now = clock::now();
-    match db {
-        Db::Sqlite(sqlite) => sqlite.write(|conn| insert_sqlite(conn, input, owner, now)),
-        Db::Postgres(pool) => {
-            let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
-            let rows = pool.get()?.run(&INSERT_PG, &insert_params(input, &folded, &ingredients, &owner, &now))?;
-            first_pg(rows)?.ok_or_else(|| DbError::Query("INSERT returned no row".into()))
-        }
-    }
+const INSERT: Statement = Statement {
+    sqlite: concat!(
+        "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING ",
+        pizza_columns!(sqlite)
+    ),
+    postgres: concat!(
+        "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at) ",
+        "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7) RETURNING ",
+        pizza_columns!(postgres)
+    ),
+};
+
+/// Stores a new pizza owned by `owner` at `now` and returns it as stored.
+pub fn insert(db: &impl Exec, input: &PizzaInput, owner: i64, now: SystemTime) -> Result<Pizza, DbError> {
+    let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
+    let params: [Value<'_>; 7] = [
+        (&input.name).into(),
+        (&folded).into(),
+        (&input.description).into(),
+        (&ingredients).into(),
+        input.price.into(),
+        owner.into(),
+        now.into(),
+    ];
+    db.write(&INSERT, &params, from_row)?.pop().ok_or_else(|| DbError::Query("INSERT returned no row".into()))
 }
 
-/// Inserts on an SQLite connection the caller holds (in a write transaction).
-fn insert_sqlite(
-    conn: &rusqlite::Connection,
-    input: &PizzaInput,
-    owner: i64,
-    now: SystemTime,
-) -> Result<Pizza, DbError> {
-    let mut stmt = conn.prepare_cached(INSERT_SQLITE)?;
-    let rows = stmt.query((
-        &input.name,
-        fold(&input.name),
-        &input.description,
-        ingredients_json(&input.ingredients),
-        input.price,
-        owner,
-        clock::format(now),
-    ))?;
-    sqlite_rows(rows)?.pop().ok_or_else(|| DbError::Query("INSERT returned no row".into()))
-}
-
-/// The parameters of [`INSERT_PG`].
-fn insert_params<'a>(
-    input: &'a PizzaInput,
-    folded: &'a String,
-    ingredients: &'a String,
-    owner: &'a i64,
-    now: &'a SystemTime,
-) -> [&'a (dyn ToSql + Sync); 7] {
-    [&input.name, folded, &input.description, ingredients, &input.price, owner, now]
-}
+// updated_at never goes backwards, even if the clock does.
+const UPDATE: Statement = Statement {
+    sqlite: concat!(
+        "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4, price = $5, ",
+        "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
+        "RETURNING ",
+        pizza_columns!(sqlite)
+    ),
+    postgres: concat!(
+        "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
+        "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
+        "AND ($8::bigint IS NULL OR created_by = $8::bigint) RETURNING ",
+        pizza_columns!(postgres)
+    ),
+};
 
 /// Replaces every field of pizza `id`, if it is live and (unless `owner` is
 /// `None`) owned by `owner`; `None` when no such pizza was changed. One
 /// statement: the permission check costs no extra round trip.
-pub fn update(db: &Db, id: i64, input: &PizzaInput, owner: Option<i64>) -> Result<Option<Pizza>, DbError> {
-    let now = clock::now();
-    let ingredients = ingredients_json(&input.ingredients);
-    match db {
-        Db::Sqlite(sqlite) => sqlite.write(|conn| {
-            let mut stmt = conn.prepare_cached(UPDATE_SQLITE)?;
-            let rows = stmt.query((
-                &input.name,
-                fold(&input.name),
-                &input.description,
-                &ingredients,
-                input.price,
-                clock::format(now),
-                id,
-                owner,
-            ))?;
-            Ok(sqlite_rows(rows)?.pop())
-        }),
-        Db::Postgres(pool) => {
-            let folded = fold(&input.name);
-            let params: [&(dyn ToSql + Sync); 8] =
-                [&input.name, &folded, &input.description, &ingredients, &input.price, &now, &id, &owner];
-            first_pg(pool.get()?.run(&UPDATE_PG, &params)?)
-        }
-    }
+pub fn update(db: &impl Exec, id: i64, input: &PizzaInput, owner: Option<i64>) -> Result<Option<Pizza>, DbError> {
+    let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
+    let params: [Value<'_>; 8] = [
+        (&input.name).into(),
+        (&folded).into(),
+        (&input.description).into(),
+        (&ingredients).into(),
+        input.price.into(),
+        clock::now().into(),
+        id.into(),
+        owner.into(),
+    ];
+    Ok(db.write(&UPDATE, &params, from_row)?.pop())
 }
+
+const DELETE: Statement = Statement {
+    sqlite: "UPDATE pizzas SET deleted_at = $1 \
+             WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) RETURNING id",
+    postgres: "UPDATE pizzas SET deleted_at = $1 \
+               WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id",
+};
 
 /// Marks pizza `id` deleted if it is live and (unless `owner` is `None`)
 /// owned by `owner`; false when no such pizza was deleted.
-pub fn soft_delete(db: &Db, id: i64, owner: Option<i64>) -> Result<bool, DbError> {
-    let now = clock::now();
-    match db {
-        Db::Sqlite(sqlite) => sqlite.write(|conn| {
-            let mut stmt = conn.prepare_cached(DELETE_SQLITE)?;
-            let mut rows = stmt.query((clock::format(now), id, owner))?;
-            Ok(rows.next()?.is_some())
-        }),
-        Db::Postgres(pool) => Ok(!pool.get()?.run(&DELETE_PG, &[&now, &id, &owner])?.is_empty()),
-    }
+#[must_use = "false means nothing was deleted"]
+pub fn soft_delete(db: &impl Exec, id: i64, owner: Option<i64>) -> Result<bool, DbError> {
+    let params = [clock::now().into(), id.into(), owner.into()];
+    Ok(!db.write(&DELETE, &params, |row| row.int(0))?.is_empty())
 }
 
-/// Key of the advisory lock that keeps replicas from seeding twice.
-const SEED_LOCK_KEY: i64 = 0x7069_7a7a_6173_6564;
-
-/// Stores `pizzas`, owned by `owner`, only if no pizza was ever stored (the
-/// development seed). Returns how many were stored; replicas seeding at the
-/// same moment store them once.
-pub fn insert_if_none(db: &Db, pizzas: &[PizzaInput], owner: i64) -> Result<usize, DbError> {
-    let now = clock::now();
-    match db {
-        Db::Sqlite(sqlite) => sqlite.write(|conn| {
-            if conn.query_row(COUNT_ALL, [], |row| row.get::<_, i64>(0))? > 0 {
-                return Ok(0);
-            }
-            for pizza in pizzas {
-                insert_sqlite(conn, pizza, owner, now)?;
-            }
-            Ok(pizzas.len())
-        }),
-        Db::Postgres(pool) => {
-            let mut client = pool.get()?;
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEED_LOCK_KEY])?;
-            if tx.query_one(COUNT_ALL, &[])?.try_get::<_, i64>(0)? > 0 {
-                return Ok(0);
-            }
-            let insert = tx.prepare_typed(INSERT_PG.sql, INSERT_PG.types)?;
-            for pizza in pizzas {
-                let (folded, ingredients) = (fold(&pizza.name), ingredients_json(&pizza.ingredients));
-                tx.query(&insert, &insert_params(pizza, &folded, &ingredients, &owner, &now))?;
-            }
-            tx.commit()?;
-            Ok(pizzas.len())
-        }
-    }
-}
+const COUNT_ALL: Statement = Statement::both("SELECT count(*) FROM pizzas");
 
 /// How many pizzas were ever stored, deleted ones included.
-pub fn count_all(db: &Db) -> Result<i64, DbError> {
-    match db {
-        Db::Sqlite(sqlite) => Ok(sqlite.pool.get()?.query_row(COUNT_ALL, [], |row| row.get(0))?),
-        Db::Postgres(pool) => Ok(pool.get()?.query_one(COUNT_ALL, &[])?.try_get(0)?),
-    }
+pub fn count_all(db: &impl Exec) -> Result<i64, DbError> {
+    Ok(db.read_one(&COUNT_ALL, &[], |row| row.int(0))?.unwrap_or(0))
+}
+
+fn ingredients_json(ingredients: &[String]) -> String {
+    serde_json::to_string(ingredients).unwrap_or_else(|_| "[]".to_owned())
 }
 
 #[cfg(test)]
@@ -329,7 +185,7 @@ mod tests {
     fn the_sqlite_list_statement_is_never_prepared_again() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(include_str!("../../sql/sqlite/0001_initial.sql")).unwrap();
-        let mut stmt = conn.prepare(LIST_SQLITE).unwrap();
+        let mut stmt = conn.prepare(LIST.sqlite).unwrap();
 
         for limit in [10, 20, 10] {
             let mut rows = stmt.query((None::<String>, None::<i64>, limit, 0)).unwrap();
@@ -348,21 +204,21 @@ mod tests {
             [],
         )
         .unwrap();
-        let input = PizzaInput { name: "A".into(), description: String::new(), ingredients: vec![], price: 1.0 };
 
         for round in 0..3 {
-            insert_sqlite(&conn, &input, 1, clock::now()).unwrap();
+            let mut insert = conn.prepare_cached(INSERT.sqlite).unwrap();
+            insert.query(("A", "a", "", "[]", 1.0, 1, clock::format(clock::now()))).unwrap().next().unwrap();
             let owner = if round == 1 { None } else { Some(1) };
-            let mut update = conn.prepare_cached(UPDATE_SQLITE).unwrap();
+            let mut update = conn.prepare_cached(UPDATE.sqlite).unwrap();
             update.query(("B", "b", "", "[]", 2.0, clock::format(clock::now()), 1, owner)).unwrap().next().unwrap();
-            let mut delete = conn.prepare_cached(DELETE_SQLITE).unwrap();
+            let mut delete = conn.prepare_cached(DELETE.sqlite).unwrap();
             delete.query((clock::format(clock::now()), 2 + round, owner)).unwrap().next().unwrap();
-            for sql in [SELECT_ONE_SQLITE, SELECT_OWNER] {
+            for sql in [SELECT_ONE.sqlite, SELECT_OWNER.sqlite] {
                 conn.prepare_cached(sql).unwrap().query([1]).unwrap().next().unwrap();
             }
         }
 
-        for sql in [INSERT_SQLITE, UPDATE_SQLITE, DELETE_SQLITE, SELECT_ONE_SQLITE, SELECT_OWNER] {
+        for sql in [INSERT.sqlite, UPDATE.sqlite, DELETE.sqlite, SELECT_ONE.sqlite, SELECT_OWNER.sqlite] {
             let stmt = conn.prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }

@@ -127,6 +127,12 @@ impl Request {
         self.remote_addr.as_ref()
     }
 
+    /// (pizza-api patch) Takes the body (already in memory) without a copy;
+    /// the request's reader is empty afterwards.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(self.data_reader.get_mut())
+    }
+
     /// Allows to read the body of the request (already in memory).
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {

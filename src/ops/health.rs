@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::clock;
-use crate::http::Response;
+use crate::db::Db;
+use crate::rest::Response;
 
 /// How long the readiness check waits for a pool connection: probes time out
 /// after a few seconds, and a pool that is this busy is not ready anyway.
 const PING_WAIT: Duration = Duration::from_secs(2);
 
 /// `GET /health`: 200 when the database answers a query, 503 when it does not.
-pub fn health(state: &AppState) -> Response {
-    let driver = state.db.driver_name();
+pub fn health(db: &Db) -> Response {
+    let driver = db.driver_name();
     let timestamp = clock::format(clock::now());
-    match state.db.ping(PING_WAIT) {
+    match db.ping(PING_WAIT) {
         Ok(()) => Response::json(
             200,
             &json!({

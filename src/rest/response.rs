@@ -1,7 +1,5 @@
 //! The response a handler returns, and its conversion to bytes on the wire.
 
-use std::io::Cursor;
-
 use serde::Serialize;
 
 /// An HTTP response: status, extra headers and a complete body.
@@ -56,26 +54,8 @@ impl Response {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// Converts into tiny_http's type. Headers with bytes HTTP does not allow
-    /// are dropped (and logged) rather than sent broken.
-    pub fn into_tiny(self) -> tiny_http::Response<Cursor<Vec<u8>>> {
-        let length = self.body.len();
-        let mut response = tiny_http::Response::new(
-            tiny_http::StatusCode(self.status),
-            Vec::with_capacity(self.headers.len() + 1),
-            Cursor::new(self.body),
-            Some(length),
-            None,
-        )
-        // Never chunked: some clients reject a body without a length.
-        .with_chunked_threshold(usize::MAX);
-        let content_type = self.content_type.map(|v| ("Content-Type", v.to_owned()));
-        for (name, value) in content_type.into_iter().chain(self.headers) {
-            match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                Ok(header) => response.add_header(header),
-                Err(()) => log::error!("dropped response header {name}: value is not valid in HTTP"),
-            }
-        }
-        response
+    /// The body's media type, when there is a body.
+    pub fn content_type(&self) -> Option<&'static str> {
+        self.content_type
     }
 }

@@ -8,12 +8,11 @@ use serde::Serialize;
 
 use std::sync::atomic::Ordering;
 
-use super::jwt::Claims;
-use super::secrets;
-use crate::app::AppState;
-use crate::clients::{self, TokenClient};
-use crate::http::request::{form_pairs, header, read_body};
-use crate::http::{ApiError, Response};
+use super::store::{self, TokenClient};
+use crate::auth::{Auth, Claims, secrets};
+use crate::db::Db;
+use crate::rest::request::form_pairs;
+use crate::rest::{ApiError, Request, Response};
 use crate::{clock, metrics};
 
 /// The success body (RFC 6749 §5.1).
@@ -34,9 +33,9 @@ struct Credentials {
 }
 
 /// Handles a token request.
-pub fn issue(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, ApiError> {
+pub fn issue(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> {
     let basic = basic_credentials(rq)?;
-    let params = Params::parse(&read_body(rq)?, is_json(rq))?;
+    let params = Params::parse(rq.body()?, is_json(rq))?;
     let used_basic = basic.is_some();
 
     match params.get("grant_type")? {
@@ -47,7 +46,7 @@ pub fn issue(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, 
         }
     }
     let credentials = credentials(basic, &params)?;
-    let client = authenticate_client(state, &credentials)?;
+    let client = authenticate_client(db, auth, &credentials)?;
     if !client.grant_types.split_whitespace().any(|g| g == "client_credentials") {
         return Err(oauth(400, "unauthorized_client", "this client may not use client_credentials", credentials.basic));
     }
@@ -60,10 +59,10 @@ pub fn issue(state: &AppState, rq: &mut tiny_http::Request) -> Result<Response, 
         aud: &credentials.id,
         scope: &scope,
         iat: now,
-        exp: now + state.jwt.lifetime,
+        exp: now + auth.jwt.lifetime,
     };
-    let access_token = state.jwt.issue(&claims).map_err(ApiError::Internal)?;
-    let body = TokenResponse { access_token, token_type: "Bearer", expires_in: state.jwt.lifetime, scope: &scope };
+    let access_token = auth.jwt.issue(&claims).map_err(ApiError::Internal)?;
+    let body = TokenResponse { access_token, token_type: "Bearer", expires_in: auth.jwt.lifetime, scope: &scope };
     Ok(Response::json(200, &body).with_header("Cache-Control", "no-store").with_header("Pragma", "no-cache"))
 }
 
@@ -75,8 +74,8 @@ fn invalid_client(basic: bool) -> ApiError {
     oauth(401, "invalid_client", "client authentication failed", basic)
 }
 
-fn is_json(rq: &tiny_http::Request) -> bool {
-    header(rq, "Content-Type").is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+fn is_json(rq: &Request) -> bool {
+    rq.header("Content-Type").is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
 }
 
 /// The request parameters. Each may appear once (RFC 6749 §3.2).
@@ -110,8 +109,8 @@ impl Params {
 }
 
 /// Id and secret from `Authorization: Basic`, if that is what the header holds.
-fn basic_credentials(rq: &tiny_http::Request) -> Result<Option<(String, String)>, ApiError> {
-    let Some(value) = header(rq, "Authorization") else { return Ok(None) };
+fn basic_credentials(rq: &Request) -> Result<Option<(String, String)>, ApiError> {
+    let Some(value) = rq.header("Authorization") else { return Ok(None) };
     let value = value.trim();
     let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -150,12 +149,12 @@ fn credentials(basic: Option<(String, String)>, params: &Params) -> Result<Crede
 /// The client, when the secret is right. Unknown, deleted and wrong-secret
 /// clients cost the same bcrypt work and get the same answer; a secret that
 /// already passed bcrypt against the stored hash skips it (see `cache`).
-fn authenticate_client(state: &AppState, credentials: &Credentials) -> Result<TokenClient, ApiError> {
+fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Result<TokenClient, ApiError> {
     let (id, secret) = (credentials.id.as_str(), credentials.secret.as_str());
-    let client = clients::find_for_token(&state.db, id)?;
+    let client = store::find_for_token(db, id)?;
     let stored_hash = client.as_ref().map(|c| c.secret_hash.as_str());
     let verified = match stored_hash {
-        Some(hash) if state.credentials.is_verified(id, secret, hash) => {
+        Some(hash) if auth.credentials.is_verified(id, secret, hash) => {
             metrics::CREDENTIAL_CACHE_HITS.fetch_add(1, Ordering::Relaxed);
             true
         }
@@ -163,7 +162,7 @@ fn authenticate_client(state: &AppState, credentials: &Credentials) -> Result<To
             metrics::CREDENTIAL_CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
             // Refused before any bcrypt work, for known and unknown clients
             // alike: the answer says nothing about which IDs exist.
-            let Some(_slot) = state.bcrypt_slots.try_take() else {
+            let Some(_slot) = auth.bcrypt_slots.try_take() else {
                 metrics::BCRYPT_SLOTS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
                 return Err(oauth(
                     503,
@@ -172,9 +171,9 @@ fn authenticate_client(state: &AppState, credentials: &Credentials) -> Result<To
                     credentials.basic,
                 ));
             };
-            let verified = secrets::verify(secret, stored_hash, state.dummy_hash.get());
+            let verified = secrets::verify(secret, stored_hash, auth.dummy_hash.get());
             if let (Some(hash), true) = (stored_hash, verified) {
-                state.credentials.remember(id, secret, hash);
+                auth.credentials.remember(id, secret, hash);
             }
             verified
         }

@@ -1,0 +1,427 @@
+//! The one executor: every statement of the service runs through [`Exec`],
+//! implemented by [`Db`] (one statement, its own connection and, for writes,
+//! its own transaction) and by [`Tx`] (inside a transaction). This is the
+//! only place that matches on the driver: it owns the dead-connection retry
+//! of reads on PostgreSQL, statement caching on both, the SQLite write lock,
+//! and the mapping of parameters and columns ([`Value`], [`Row`]).
+
+use std::time::SystemTime;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde::de::DeserializeOwned;
+
+use super::{Db, DbError, PgConn, pg_repeatable};
+use crate::clock;
+
+/// One statement, written once per dialect. Parameters are `$1`, `$2`, …
+/// in both (SQLite reads `$N` as the N-th parameter).
+#[derive(Debug, Clone, Copy)]
+pub struct Statement {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl Statement {
+    /// A statement whose text is the same in both dialects.
+    pub const fn both(sql: &'static str) -> Statement {
+        Statement { sqlite: sql, postgres: sql }
+    }
+}
+
+/// A parameter, whatever the driver. Its variant also names its PostgreSQL
+/// type when the statement is prepared.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Int(Option<i64>),
+    Real(f64),
+    Text(Option<&'a str>),
+    /// A point in time: `TIMESTAMPTZ` on PostgreSQL, RFC 3339 text with
+    /// microseconds on SQLite (which sorts as it should).
+    Time(Option<SystemTime>),
+}
+
+impl Value<'_> {
+    fn pg_type(&self) -> Type {
+        match self {
+            Value::Int(_) => Type::INT8,
+            Value::Real(_) => Type::FLOAT8,
+            Value::Text(_) => Type::TEXT,
+            Value::Time(_) => Type::TIMESTAMPTZ,
+        }
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<f64> for Value<'_> {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(Some(v))
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<SystemTime> for Value<'_> {
+    fn from(v: SystemTime) -> Self {
+        Value::Time(Some(v))
+    }
+}
+
+impl From<Option<SystemTime>> for Value<'_> {
+    fn from(v: Option<SystemTime>) -> Self {
+        Value::Time(v)
+    }
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Value::Int(Some(v)) => ToSqlOutput::from(v),
+            Value::Real(v) => ToSqlOutput::from(v),
+            Value::Text(Some(v)) => ToSqlOutput::from(v),
+            Value::Time(Some(t)) => ToSqlOutput::from(clock::format(t)),
+            Value::Int(None) | Value::Text(None) | Value::Time(None) => ToSqlOutput::from(rusqlite::types::Null),
+        })
+    }
+}
+
+impl ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Value::Int(v) => v.to_sql(ty, out),
+            Value::Real(v) => v.to_sql(ty, out),
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::Time(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <f64 as ToSql>::accepts(ty)
+            || <&str as ToSql>::accepts(ty)
+            || <SystemTime as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+/// A result row, whatever the driver. Every accessor fails with a
+/// [`DbError`] on a type mismatch instead of panicking.
+pub struct Row<'r>(RowRef<'r>);
+
+enum RowRef<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
+}
+
+fn column_error(index: usize, err: impl std::fmt::Display) -> DbError {
+    DbError::Query(format!("column {index}: {err}"))
+}
+
+impl Row<'_> {
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        self.opt_int(i)?.ok_or_else(|| column_error(i, "unexpected NULL"))
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match &self.0 {
+            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
+            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
+        }
+    }
+
+    pub fn real(&self, i: usize) -> Result<f64, DbError> {
+        match &self.0 {
+            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
+            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        self.opt_text(i)?.ok_or_else(|| column_error(i, "unexpected NULL"))
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match &self.0 {
+            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
+            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
+        }
+    }
+
+    /// A point in time as every response shows it: RFC 3339, UTC, microseconds.
+    pub fn time_text(&self, i: usize) -> Result<String, DbError> {
+        match &self.0 {
+            // Stored in exactly that form.
+            RowRef::Sqlite(_) => self.text(i),
+            RowRef::Postgres(_) => Ok(clock::format(self.time(i)?)),
+        }
+    }
+
+    pub fn time(&self, i: usize) -> Result<SystemTime, DbError> {
+        self.opt_time(i)?.ok_or_else(|| column_error(i, "unexpected NULL"))
+    }
+
+    pub fn opt_time(&self, i: usize) -> Result<Option<SystemTime>, DbError> {
+        match &self.0 {
+            RowRef::Sqlite(_) => self
+                .opt_text(i)?
+                .map(|text| clock::parse(&text).ok_or_else(|| column_error(i, format!("{text:?} is not a timestamp"))))
+                .transpose(),
+            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
+        }
+    }
+
+    /// A JSON column (stored as text on SQLite; selected as `col::text` on
+    /// PostgreSQL), parsed into `T`.
+    pub fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T, DbError> {
+        let parse =
+            |text: &str| serde_json::from_str(text).map_err(|e| column_error(i, format!("not the JSON expected: {e}")));
+        match &self.0 {
+            RowRef::Sqlite(row) => match row.get_ref(i).map_err(|e| column_error(i, e))? {
+                ValueRef::Text(bytes) => parse(std::str::from_utf8(bytes).map_err(|e| column_error(i, e))?),
+                other => Err(column_error(i, format!("expected JSON text, found {:?}", other.data_type()))),
+            },
+            RowRef::Postgres(row) => parse(row.try_get::<_, &str>(i).map_err(|e| column_error(i, e))?),
+        }
+    }
+}
+
+/// What can run statements: [`Db`] (each statement on its own) and [`Tx`]
+/// (inside one transaction). Repository functions take `&impl Exec`, so the
+/// same function serves a request and a seed or a copy in a transaction.
+pub trait Exec {
+    /// The rows a read returns, each mapped by `map`.
+    fn read_many<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError>;
+
+    /// The first row a read returns, mapped by `map`.
+    fn read_one<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Option<T>, DbError> {
+        Ok(self.read_many(st, params, map)?.into_iter().next())
+    }
+
+    /// A write; the rows of its `RETURNING` clause, each mapped by `map`.
+    fn write<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError>;
+
+    /// A write without `RETURNING`; how many rows it changed.
+    fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError>;
+}
+
+impl Exec for Db {
+    fn read_many<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        match self {
+            Db::Sqlite(sqlite) => {
+                sqlite.check_file()?;
+                sqlite_rows(&*sqlite.pool.get()?, st.sqlite, params, &mut map)
+            }
+            // Reads are safe to repeat on another connection when theirs was dead.
+            Db::Postgres(pool) => pg_repeatable(pool, pool.connection_timeout(), |conn| {
+                pg_rows(&conn.run(st.postgres, params)?, &mut map)
+            }),
+        }
+    }
+
+    fn write<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.write(|conn| sqlite_rows(conn, st.sqlite, params, &mut map)),
+            // Never repeated: a write cut off mid-way may have committed.
+            Db::Postgres(pool) => pg_rows(&pool.get()?.run(st.postgres, params)?, &mut map),
+        }
+    }
+
+    fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.write(|conn| sqlite_execute(conn, st.sqlite, params)),
+            Db::Postgres(pool) => pool.get()?.execute(st.postgres, params),
+        }
+    }
+}
+
+impl Db {
+    /// Runs `work` in one transaction: all of it or none. On SQLite it holds
+    /// the write lock from the start (`BEGIN IMMEDIATE`); on PostgreSQL it
+    /// is a plain transaction, and [`Tx::lock`] serialises replicas.
+    pub fn transaction<T>(&self, work: impl FnOnce(&Tx<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.write(|conn| work(&Tx(RefCell::new(TxInner::Sqlite(conn))))),
+            Db::Postgres(pool) => {
+                let mut conn = pool.get()?;
+                let PgConn { client, prepared } = &mut *conn;
+                let tx = Tx(RefCell::new(TxInner::Postgres { tx: client.transaction()?, prepared }));
+                let out = work(&tx)?;
+                match tx.0.into_inner() {
+                    TxInner::Postgres { tx, .. } => tx.commit()?,
+                    TxInner::Sqlite(_) => {}
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A transaction in progress (see [`Db::transaction`]).
+pub struct Tx<'c>(RefCell<TxInner<'c>>);
+
+enum TxInner<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres { tx: postgres::Transaction<'c>, prepared: &'c mut HashMap<&'static str, postgres::Statement> },
+}
+
+impl Tx<'_> {
+    /// Serialises this transaction with every other one taking the same
+    /// `key`, across processes, until it ends: PostgreSQL's transaction-level
+    /// advisory lock. On SQLite the transaction already holds the only write
+    /// lock, so there is nothing more to take.
+    pub fn lock(&self, key: i64) -> Result<(), DbError> {
+        const LOCK: Statement = Statement { sqlite: "SELECT $1", postgres: "SELECT pg_advisory_xact_lock($1)" };
+        self.read_many(&LOCK, &[Value::Int(Some(key))], |_| Ok(())).map(drop)
+    }
+
+    /// Runs a script of several statements without parameters (schema files).
+    pub fn run_script(&self, st: &Statement) -> Result<(), DbError> {
+        match &mut *self.0.borrow_mut() {
+            TxInner::Sqlite(conn) => Ok(conn.execute_batch(st.sqlite)?),
+            TxInner::Postgres { tx, .. } => Ok(tx.batch_execute(st.postgres)?),
+        }
+    }
+
+    fn pg_statement(
+        tx: &mut postgres::Transaction<'_>,
+        prepared: &mut HashMap<&'static str, postgres::Statement>,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<postgres::Statement, DbError> {
+        if let Some(statement) = prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = tx.prepare_typed(sql, &pg_types(params))?;
+        prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+impl Exec for Tx<'_> {
+    fn read_many<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        match &mut *self.0.borrow_mut() {
+            TxInner::Sqlite(conn) => sqlite_rows(conn, st.sqlite, params, &mut map),
+            TxInner::Postgres { tx, prepared } => {
+                let statement = Tx::pg_statement(tx, prepared, st.postgres, params)?;
+                pg_rows(&tx.query(&statement, &pg_params(params))?, &mut map)
+            }
+        }
+    }
+
+    fn write<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        self.read_many(st, params, map)
+    }
+
+    fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError> {
+        match &mut *self.0.borrow_mut() {
+            TxInner::Sqlite(conn) => sqlite_execute(conn, st.sqlite, params),
+            TxInner::Postgres { tx, prepared } => {
+                let statement = Tx::pg_statement(tx, prepared, st.postgres, params)?;
+                Ok(tx.execute(&statement, &pg_params(params))?)
+            }
+        }
+    }
+}
+
+fn sqlite_rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value<'_>],
+    map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>,
+) -> Result<Vec<T>, DbError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(&Row(RowRef::Sqlite(row)))?);
+    }
+    Ok(out)
+}
+
+fn sqlite_execute(conn: &rusqlite::Connection, sql: &str, params: &[Value<'_>]) -> Result<u64, DbError> {
+    Ok(conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))? as u64)
+}
+
+fn pg_rows<T>(rows: &[postgres::Row], map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>) -> Result<Vec<T>, DbError> {
+    rows.iter().map(|row| map(&Row(RowRef::Postgres(row)))).collect()
+}
+
+/// The parameters as the PostgreSQL client takes them.
+pub(super) fn pg_params<'p>(params: &'p [Value<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// The PostgreSQL types of `params`, for preparing a statement.
+pub(super) fn pg_types(params: &[Value<'_>]) -> Vec<Type> {
+    params.iter().map(Value::pg_type).collect()
+}

@@ -1,0 +1,81 @@
+//! `GET /metrics`: the registry's series, the pool's connections, bcrypt
+//! and the credential cache, process memory and a `build_info` gauge, in the
+//! Prometheus text exposition format (0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use crate::db::Db;
+use crate::metrics::{
+    BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES, HTTP_IN_FLIGHT, Metrics,
+    POOL_WAIT_TIMEOUTS, counter, gauge, header, resident_memory_bytes, write_transport,
+};
+use crate::rest::Response;
+
+/// `GET /metrics`.
+pub fn render(registry: &Metrics, db: &Db) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    registry.write_requests(&mut out);
+
+    gauge(
+        &mut out,
+        "pizza_api_http_requests_in_flight",
+        "Requests being served now, this one included.",
+        HTTP_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    let pool = db.pool_state();
+    header(&mut out, "pizza_api_db_pool_connections", "gauge", "Open database connections, by state.");
+    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"in_use\"}} {}", pool.in_use);
+    let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"idle\"}} {}", pool.idle);
+    gauge(&mut out, "pizza_api_db_pool_max_connections", "The pool's size (MAX_OPEN_CONNS).", pool.max);
+    counter(
+        &mut out,
+        "pizza_api_db_pool_wait_timeouts_total",
+        "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
+        POOL_WAIT_TIMEOUTS.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "pizza_api_bcrypt_in_flight",
+        "bcrypt hashes or checks running now.",
+        BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_bcrypt_slots_exhausted_total",
+        "Token requests answered 503 because every bcrypt slot was busy.",
+        BCRYPT_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_credential_cache_hits_total",
+        "Token requests whose client secret matched a cached, already verified one.",
+        CREDENTIAL_CACHE_HITS.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pizza_api_credential_cache_misses_total",
+        "Token requests that had to run bcrypt.",
+        CREDENTIAL_CACHE_MISSES.load(Ordering::Relaxed),
+    );
+    write_transport(&mut out);
+    if let Some(bytes) = resident_memory_bytes() {
+        gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", bytes);
+    }
+    let started = registry.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    gauge(
+        &mut out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+        started,
+    );
+    header(&mut out, "pizza_api_build_info", "gauge", "Always 1; the labels name the version and the database driver.");
+    let _ = writeln!(
+        out,
+        "pizza_api_build_info{{version=\"{}\",driver=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        db.driver_name()
+    );
+    Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out)
+}
