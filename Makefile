@@ -32,10 +32,12 @@ test-api:
 test-faults:
 	scripts/test-faults.sh
 
-## lint: formatting check and clippy with warnings as errors
+## lint: formatting check, clippy with warnings as errors, and the layering rules
+##       of ARCHITECTURE.md (scripts/lint-layers.sh)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	scripts/lint-layers.sh
 
 ## fmt: format the code
 fmt:

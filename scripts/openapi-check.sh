@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks src/openapi.json against itself and against the running service.
+# Checks src/ops/openapi.json against itself and against the running service.
 #
 #   scripts/openapi-check.sh                     # SQLite, a fresh file
 #   DB_DRIVER=postgres DB_PASSWORD=... \
@@ -8,7 +8,7 @@
 #
 # 1. Makes sure the Python venv .venv (repository root) has openapi-spec-validator
 #    and schemathesis (installed from PyPI when missing), and validates
-#    src/openapi.json as OpenAPI 3.0.
+#    src/ops/openapi.json as OpenAPI 3.0.
 # 2. Starts the service on 127.0.0.1 with a free port and a fresh SQLite file in a
 #    temporary directory, or a fresh PostgreSQL database that is dropped afterwards
 #    (development seed on, BCRYPT_COST=4), and gets tokens for the seeded clients.
@@ -41,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
-SPEC="$ROOT/src/openapi.json"
+SPEC="$ROOT/src/ops/openapi.json"
 VENV="$ROOT/.venv"
 BIN="${PIZZA_API_BIN:-$ROOT/target/release/pizza-api}"
 MAX_EXAMPLES="${OPENAPI_CHECK_MAX_EXAMPLES:-50}"
@@ -99,8 +99,8 @@ if not str(spec.get("openapi", "")).startswith("3.0."):
 validate(spec)
 PY
 }
-validate "$SPEC" || die "src/openapi.json is not a valid OpenAPI 3.0 document"
-log "src/openapi.json: valid OpenAPI 3.0"
+validate "$SPEC" || die "src/ops/openapi.json is not a valid OpenAPI 3.0 document"
+log "src/ops/openapi.json: valid OpenAPI 3.0"
 
 # --- 2. The service -------------------------------------------------------------
 
@@ -111,7 +111,7 @@ if [[ ! -x "$BIN" ]]; then
 fi
 BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
 if [[ "$SPEC" -nt "$BIN" ]]; then
-  log "note: src/openapi.json is newer than $BIN; the schema the binary serves may be older"
+  log "note: src/ops/openapi.json is newer than $BIN; the schema the binary serves may be older"
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pizza-api-openapi.XXXXXX")"
@@ -217,11 +217,11 @@ if curl -fsS --max-time 10 "$SCHEMA" -o "$WORK/served.json" 2>/dev/null && valid
   [[ "$served_type" == application/json* ]] || die "GET /openapi.json answers Content-Type '$served_type', not application/json"
   if ! "$VENV/bin/python" -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' \
     "$WORK/served.json" "$SPEC"; then
-    log "note: the served schema differs from src/openapi.json (rebuild $BIN to embed the current file)"
+    log "note: the served schema differs from src/ops/openapi.json (rebuild $BIN to embed the current file)"
   fi
 else
   SCHEMA="$SPEC"
-  log "WARNING: $BASE/openapi.json is not served (yet); testing against the file src/openapi.json"
+  log "WARNING: $BASE/openapi.json is not served (yet); testing against the file src/ops/openapi.json"
   # Until the routes are wired, leave out the operations the binary does not serve at all.
   for path in /metrics /openapi.json; do
     if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$BASE$path")" == 404 ]]; then

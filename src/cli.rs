@@ -134,8 +134,8 @@ fn init_logging(level: LevelFilter) {
         .with_module_level("pizza_api", level)
         // The PostgreSQL driver logs server notices ("already exists, skipping") at info.
         .with_module_level("postgres", level.min(LevelFilter::Warn))
-        // tiny_http logs accept errors we report ourselves (and every stop).
-        .with_module_level("tiny_http", LevelFilter::Off);
+        // The listener warns when accepting pauses; its debug lines are noise.
+        .with_module_level(crate::http::server::LISTENER_LOG_TARGET, level.min(LevelFilter::Warn));
     if let Err(err) = logger.init() {
         eprintln!("pizza-api: cannot start logging: {err}");
     }

@@ -55,51 +55,31 @@ impl Value<'_> {
     }
 }
 
-impl From<i64> for Value<'_> {
-    fn from(v: i64) -> Self {
-        Value::Int(Some(v))
-    }
+/// `From` a parameter type (as `Some`) and from its `Option` (as it is).
+macro_rules! value_from {
+    ($ty:ty, $variant:ident, |$v:ident| $convert:expr) => {
+        impl<'a> From<$ty> for Value<'a> {
+            fn from($v: $ty) -> Self {
+                Value::$variant(Some($convert))
+            }
+        }
+
+        impl<'a> From<Option<$ty>> for Value<'a> {
+            fn from(value: Option<$ty>) -> Self {
+                Value::$variant(value.map(|$v| $convert))
+            }
+        }
+    };
 }
 
-impl From<Option<i64>> for Value<'_> {
-    fn from(v: Option<i64>) -> Self {
-        Value::Int(v)
-    }
-}
+value_from!(i64, Int, |v| v);
+value_from!(&'a str, Text, |v| v);
+value_from!(&'a String, Text, |v| v.as_str());
+value_from!(SystemTime, Time, |v| v);
 
 impl From<f64> for Value<'_> {
     fn from(v: f64) -> Self {
         Value::Real(v)
-    }
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(v: &'a str) -> Self {
-        Value::Text(Some(v))
-    }
-}
-
-impl<'a> From<&'a String> for Value<'a> {
-    fn from(v: &'a String) -> Self {
-        Value::Text(Some(v))
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Value<'a> {
-    fn from(v: Option<&'a str>) -> Self {
-        Value::Text(v)
-    }
-}
-
-impl From<SystemTime> for Value<'_> {
-    fn from(v: SystemTime) -> Self {
-        Value::Time(Some(v))
-    }
-}
-
-impl From<Option<SystemTime>> for Value<'_> {
-    fn from(v: Option<SystemTime>) -> Self {
-        Value::Time(v)
     }
 }
 
@@ -153,33 +133,35 @@ fn column_error(index: usize, err: impl std::fmt::Display) -> DbError {
 }
 
 impl Row<'_> {
+    /// Column `i` as `T`, whichever driver read it.
+    fn get<T>(&self, i: usize) -> Result<T, DbError>
+    where
+        T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>,
+    {
+        match &self.0 {
+            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
+            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
+        }
+    }
+
     pub fn int(&self, i: usize) -> Result<i64, DbError> {
-        self.opt_int(i)?.ok_or_else(|| column_error(i, "unexpected NULL"))
+        self.get(i)
     }
 
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
-        match &self.0 {
-            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
-            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
-        }
+        self.get(i)
     }
 
     pub fn real(&self, i: usize) -> Result<f64, DbError> {
-        match &self.0 {
-            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
-            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
-        }
+        self.get(i)
     }
 
     pub fn text(&self, i: usize) -> Result<String, DbError> {
-        self.opt_text(i)?.ok_or_else(|| column_error(i, "unexpected NULL"))
+        self.get(i)
     }
 
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
-        match &self.0 {
-            RowRef::Sqlite(row) => row.get(i).map_err(|e| column_error(i, e)),
-            RowRef::Postgres(row) => row.try_get(i).map_err(|e| column_error(i, e)),
-        }
+        self.get(i)
     }
 
     /// A point in time as every response shows it: RFC 3339, UTC, microseconds.
@@ -220,17 +202,40 @@ impl Row<'_> {
     }
 }
 
+/// Whether a statement only reads (and may be run again on another
+/// connection when its own turned out dead) or writes (never repeated: a
+/// write cut off mid-way may have committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 /// What can run statements: [`Db`] (each statement on its own) and [`Tx`]
 /// (inside one transaction). Repository functions take `&impl Exec`, so the
 /// same function serves a request and a seed or a copy in a transaction.
 pub trait Exec {
+    /// Runs a statement and maps each row it returns.
+    fn rows<T>(
+        &self,
+        access: Access,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError>;
+
+    /// A write without `RETURNING`; how many rows it changed.
+    fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError>;
+
     /// The rows a read returns, each mapped by `map`.
     fn read_many<T>(
         &self,
         st: &Statement,
         params: &[Value<'_>],
         map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError>;
+    ) -> Result<Vec<T>, DbError> {
+        self.rows(Access::Read, st, params, map)
+    }
 
     /// The first row a read returns, mapped by `map`.
     fn read_one<T>(
@@ -239,7 +244,7 @@ pub trait Exec {
         params: &[Value<'_>],
         map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Option<T>, DbError> {
-        Ok(self.read_many(st, params, map)?.into_iter().next())
+        Ok(self.rows(Access::Read, st, params, map)?.into_iter().next())
     }
 
     /// A write; the rows of its `RETURNING` clause, each mapped by `map`.
@@ -248,41 +253,29 @@ pub trait Exec {
         st: &Statement,
         params: &[Value<'_>],
         map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError>;
-
-    /// A write without `RETURNING`; how many rows it changed.
-    fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError>;
+    ) -> Result<Vec<T>, DbError> {
+        self.rows(Access::Write, st, params, map)
+    }
 }
 
 impl Exec for Db {
-    fn read_many<T>(
+    fn rows<T>(
         &self,
+        access: Access,
         st: &Statement,
         params: &[Value<'_>],
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
-        match self {
-            Db::Sqlite(sqlite) => {
+        match (self, access) {
+            (Db::Sqlite(sqlite), Access::Read) => {
                 sqlite.check_file()?;
                 sqlite_rows(&*sqlite.pool.get()?, st.sqlite, params, &mut map)
             }
-            // Reads are safe to repeat on another connection when theirs was dead.
-            Db::Postgres(pool) => pg_repeatable(pool, pool.connection_timeout(), |conn| {
+            (Db::Sqlite(sqlite), Access::Write) => sqlite.write(|conn| sqlite_rows(conn, st.sqlite, params, &mut map)),
+            (Db::Postgres(pool), Access::Read) => pg_repeatable(pool, pool.connection_timeout(), |conn| {
                 pg_rows(&conn.run(st.postgres, params)?, &mut map)
             }),
-        }
-    }
-
-    fn write<T>(
-        &self,
-        st: &Statement,
-        params: &[Value<'_>],
-        mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError> {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.write(|conn| sqlite_rows(conn, st.sqlite, params, &mut map)),
-            // Never repeated: a write cut off mid-way may have committed.
-            Db::Postgres(pool) => pg_rows(&pool.get()?.run(st.postgres, params)?, &mut map),
+            (Db::Postgres(pool), Access::Write) => pg_rows(&pool.get()?.run(st.postgres, params)?, &mut map),
         }
     }
 
@@ -358,8 +351,10 @@ impl Tx<'_> {
 }
 
 impl Exec for Tx<'_> {
-    fn read_many<T>(
+    /// Inside a transaction reads and writes alike run once, on its connection.
+    fn rows<T>(
         &self,
+        _access: Access,
         st: &Statement,
         params: &[Value<'_>],
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
@@ -371,15 +366,6 @@ impl Exec for Tx<'_> {
                 pg_rows(&tx.query(&statement, &pg_params(params))?, &mut map)
             }
         }
-    }
-
-    fn write<T>(
-        &self,
-        st: &Statement,
-        params: &[Value<'_>],
-        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError> {
-        self.read_many(st, params, map)
     }
 
     fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError> {

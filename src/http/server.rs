@@ -25,6 +25,9 @@ use crate::metrics;
 use crate::rest::{Method, Request, Response};
 use crate::state::AppState;
 
+/// The log target of the listener's own lines (accept pauses).
+pub const LISTENER_LOG_TARGET: &str = "tiny_http";
+
 /// How often an idle worker checks whether the server is stopping.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Connections waiting to be accepted before the kernel refuses more.

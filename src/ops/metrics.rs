@@ -29,35 +29,32 @@ pub fn render(registry: &Metrics, db: &Db) -> Response {
     let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"in_use\"}} {}", pool.in_use);
     let _ = writeln!(out, "pizza_api_db_pool_connections{{state=\"idle\"}} {}", pool.idle);
     gauge(&mut out, "pizza_api_db_pool_max_connections", "The pool's size (MAX_OPEN_CONNS).", pool.max);
-    counter(
-        &mut out,
-        "pizza_api_db_pool_wait_timeouts_total",
-        "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
-        POOL_WAIT_TIMEOUTS.load(Ordering::Relaxed),
-    );
+    let counters = [
+        (
+            "pizza_api_db_pool_wait_timeouts_total",
+            "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
+            &POOL_WAIT_TIMEOUTS,
+        ),
+        (
+            "pizza_api_bcrypt_slots_exhausted_total",
+            "Token requests answered 503 because every bcrypt slot was busy.",
+            &BCRYPT_SLOTS_EXHAUSTED,
+        ),
+        (
+            "pizza_api_credential_cache_hits_total",
+            "Token requests whose client secret matched a cached, already verified one.",
+            &CREDENTIAL_CACHE_HITS,
+        ),
+        ("pizza_api_credential_cache_misses_total", "Token requests that had to run bcrypt.", &CREDENTIAL_CACHE_MISSES),
+    ];
+    for (name, help, value) in counters {
+        counter(&mut out, name, help, value.load(Ordering::Relaxed));
+    }
     gauge(
         &mut out,
         "pizza_api_bcrypt_in_flight",
         "bcrypt hashes or checks running now.",
         BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_bcrypt_slots_exhausted_total",
-        "Token requests answered 503 because every bcrypt slot was busy.",
-        BCRYPT_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_credential_cache_hits_total",
-        "Token requests whose client secret matched a cached, already verified one.",
-        CREDENTIAL_CACHE_HITS.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pizza_api_credential_cache_misses_total",
-        "Token requests that had to run bcrypt.",
-        CREDENTIAL_CACHE_MISSES.load(Ordering::Relaxed),
     );
     write_transport(&mut out);
     if let Some(bytes) = resident_memory_bytes() {

@@ -104,16 +104,8 @@ const INSERT: Statement = Statement {
 
 /// Stores a new pizza owned by `owner` at `now` and returns it as stored.
 pub fn insert(db: &impl Exec, input: &PizzaInput, owner: i64, now: SystemTime) -> Result<Pizza, DbError> {
-    let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
-    let params: [Value<'_>; 7] = [
-        (&input.name).into(),
-        (&folded).into(),
-        (&input.description).into(),
-        (&ingredients).into(),
-        input.price.into(),
-        owner.into(),
-        now.into(),
-    ];
+    let stored = Stored::of(input);
+    let params = stored.values_then([owner.into(), now.into()]);
     db.write(&INSERT, &params, from_row)?.pop().ok_or_else(|| DbError::Query("INSERT returned no row".into()))
 }
 
@@ -137,17 +129,8 @@ const UPDATE: Statement = Statement {
 /// `None`) owned by `owner`; `None` when no such pizza was changed. One
 /// statement: the permission check costs no extra round trip.
 pub fn update(db: &impl Exec, id: i64, input: &PizzaInput, owner: Option<i64>) -> Result<Option<Pizza>, DbError> {
-    let (folded, ingredients) = (fold(&input.name), ingredients_json(&input.ingredients));
-    let params: [Value<'_>; 8] = [
-        (&input.name).into(),
-        (&folded).into(),
-        (&input.description).into(),
-        (&ingredients).into(),
-        input.price.into(),
-        clock::now().into(),
-        id.into(),
-        owner.into(),
-    ];
+    let stored = Stored::of(input);
+    let params = stored.values_then([clock::now().into(), id.into(), owner.into()]);
     Ok(db.write(&UPDATE, &params, from_row)?.pop())
 }
 
@@ -173,8 +156,33 @@ pub fn count_all(db: &impl Exec) -> Result<i64, DbError> {
     Ok(db.read_one(&COUNT_ALL, &[], |row| row.int(0))?.unwrap_or(0))
 }
 
-fn ingredients_json(ingredients: &[String]) -> String {
-    serde_json::to_string(ingredients).unwrap_or_else(|_| "[]".to_owned())
+/// A pizza's fields as the `pizzas` table stores them: `$1`–`$5` of both
+/// the insert and the update (name, folded name, description, ingredients
+/// as JSON text, price).
+struct Stored<'a> {
+    input: &'a PizzaInput,
+    folded: String,
+    ingredients: String,
+}
+
+impl<'a> Stored<'a> {
+    fn of(input: &'a PizzaInput) -> Stored<'a> {
+        // Serializing a list of strings cannot fail.
+        let ingredients = serde_json::to_string(&input.ingredients).unwrap_or_else(|_| "[]".to_owned());
+        Stored { input, folded: fold(&input.name), ingredients }
+    }
+
+    /// The five stored fields, then `rest`.
+    fn values_then<const N: usize>(&self, rest: [Value<'a>; N]) -> Vec<Value<'_>> {
+        let fields = [
+            (&self.input.name).into(),
+            (&self.folded).into(),
+            (&self.input.description).into(),
+            (&self.ingredients).into(),
+            self.input.price.into(),
+        ];
+        fields.into_iter().chain(rest).collect()
+    }
 }
 
 #[cfg(test)]

@@ -37,9 +37,9 @@ impl Method {
         }
     }
 
-    /// The method as sent.
-    pub fn as_str(&self) -> &str {
-        match self {
+    /// The name of one of the API's own methods; `None` for any other.
+    fn standard(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
             Method::Post => "POST",
@@ -47,22 +47,21 @@ impl Method {
             Method::Delete => "DELETE",
             Method::Patch => "PATCH",
             Method::Options => "OPTIONS",
+            Method::Other(_) => return None,
+        })
+    }
+
+    /// The method as sent.
+    pub fn as_str(&self) -> &str {
+        match self {
             Method::Other(token) => token,
+            standard => standard.standard().unwrap_or_default(),
         }
     }
 
     /// The method as a metrics label: a fixed set, whatever clients send.
     pub fn label(&self) -> &'static str {
-        match self {
-            Method::Other(_) => "OTHER",
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Patch => "PATCH",
-            Method::Options => "OPTIONS",
-        }
+        self.standard().unwrap_or("OTHER")
     }
 }
 
