@@ -267,10 +267,7 @@ impl Exec for Db {
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         match (self, access) {
-            (Db::Sqlite(sqlite), Access::Read) => {
-                sqlite.check_file()?;
-                sqlite_rows(&*sqlite.pool.get()?, st.sqlite, params, &mut map)
-            }
+            (Db::Sqlite(sqlite), Access::Read) => sqlite_rows(&*sqlite.pool.get()?, st.sqlite, params, &mut map),
             (Db::Sqlite(sqlite), Access::Write) => sqlite.write(|conn| sqlite_rows(conn, st.sqlite, params, &mut map)),
             (Db::Postgres(pool), Access::Read) => pg_repeatable(pool, pool.connection_timeout(), |conn| {
                 pg_rows(&conn.run(st.postgres, params)?, &mut map)

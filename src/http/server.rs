@@ -273,10 +273,10 @@ fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_
     access.record(method, path, status, elapsed);
 }
 
-/// The request as handlers see it; the body moves over without a copy.
+/// The request as handlers see it; headers and body move over without a copy.
 fn to_request(rq: &mut tiny_http::Request) -> Request {
     let method = Method::parse(rq.method().as_str());
-    let headers = rq.headers().iter().map(|h| (h.field.as_str().to_string(), h.value.to_string())).collect();
+    let headers = rq.take_headers();
     Request::new(method, rq.url().to_owned(), headers, rq.take_body())
 }
 

@@ -671,13 +671,18 @@ fn scan_head(data: &[u8], scan: &mut HeadScan) -> Scan {
     Scan::Partial
 }
 
+/// The most header fields a request may carry, whatever `Limits::max_headers` says.
+const MAX_HEADER_SLOTS: usize = 256;
+
 fn parse_head(raw: &[u8], limits: &Limits) -> Result<Head, Stop> {
     // Empty lines before the request line are skipped (RFC 9112 §2.2).
     let skip = raw.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     let raw = &raw[skip..];
     check_version(raw)?;
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut parsed = httparse::Request::new(&mut fields);
+    // On the stack: no allocation per request for the parser's field slots.
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADER_SLOTS];
+    let fields = &mut slots[..limits.max_headers.min(MAX_HEADER_SLOTS)];
+    let mut parsed = httparse::Request::new(fields);
     match parsed.parse(raw) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad_request("the request head is incomplete")),
@@ -696,7 +701,6 @@ fn parse_head(raw: &[u8], limits: &Limits) -> Result<Head, Stop> {
             .map_err(|_| bad_request(format!("the value of {} holds a byte outside ASCII", field.name)))?;
         headers.push(Header { field: name, value });
     }
-    drop(fields);
     let framing = framing(&headers, &version)?;
     if version == (1, 1) {
         match headers.iter().filter(|h| h.field.equiv("Host")).count() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub struct Limits {
     /// Request line plus header fields, in bytes. Beyond: `431`, then close.
     pub max_head_bytes: usize,
-    /// Number of header fields. Beyond: `431`, then close.
+    /// Number of header fields (at most 256). Beyond: `431`, then close.
     pub max_headers: usize,
     /// A request body, in bytes (after chunked decoding). Beyond: `413`, then close.
     pub max_body_bytes: usize,

@@ -127,6 +127,12 @@ impl Request {
         self.remote_addr.as_ref()
     }
 
+    /// (pizza-api patch) Takes the header fields as (name, value) strings
+    /// without a copy; the request has none afterwards.
+    pub fn take_headers(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.headers).into_iter().map(|h| (h.field.into_string(), h.value.into())).collect()
+    }
+
     /// (pizza-api patch) Takes the body (already in memory) without a copy;
     /// the request's reader is empty afterwards.
     pub fn take_body(&mut self) -> Vec<u8> {

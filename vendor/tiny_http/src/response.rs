@@ -74,10 +74,25 @@ impl FromStr for TransferEncoding {
     }
 }
 
+// (pizza-api patch) The date changes once a second: each thread formats it
+// once a second instead of once a response.
+thread_local! {
+    static DATE: std::cell::RefCell<(u64, Option<Header>)> = const { std::cell::RefCell::new((u64::MAX, None)) };
+}
+
 /// Builds a Date: header with the current date.
 fn build_date_header() -> Header {
-    let d = HttpDate::from(SystemTime::now());
-    Header::from_bytes(&b"Date"[..], &d.to_string().into_bytes()[..]).unwrap()
+    let now = SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached_second, header)| match header {
+        Some(header) if *cached_second == second => header.clone(),
+        _ => {
+            let fresh = Header::from_bytes(&b"Date"[..], HttpDate::from(now).to_string().into_bytes()).unwrap();
+            *cached_second = second;
+            *header = Some(fresh.clone());
+            fresh
+        }
+    })
 }
 
 fn write_message_header<W>(
@@ -89,26 +104,27 @@ fn write_message_header<W>(
 where
     W: Write,
 {
-    // writing status line
-    write!(
-        &mut writer,
-        "HTTP/{}.{} {} {}\r\n",
-        http_version.0,
-        http_version.1,
-        status_code.0,
-        status_code.default_reason_phrase()
-    )?;
+    // (pizza-api patch) plain byte writes instead of formatting machinery:
+    // this runs for every response
+    let code = status_code.0;
+    let digits = [b'0' + (code / 100 % 10) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8];
+    writer.write_all(b"HTTP/")?;
+    writer.write_all(&[b'0' + http_version.0 % 10, b'.', b'0' + http_version.1 % 10, b' '])?;
+    writer.write_all(&digits)?;
+    writer.write_all(b" ")?;
+    writer.write_all(status_code.default_reason_phrase().as_bytes())?;
+    writer.write_all(b"\r\n")?;
 
     // writing headers
     for header in headers.iter() {
         writer.write_all(header.field.as_str().as_ref())?;
-        write!(&mut writer, ": ")?;
+        writer.write_all(b": ")?;
         writer.write_all(header.value.as_str().as_ref())?;
-        write!(&mut writer, "\r\n")?;
+        writer.write_all(b"\r\n")?;
     }
 
     // separator between header and data
-    write!(&mut writer, "\r\n")?;
+    writer.write_all(b"\r\n")?;
 
     Ok(())
 }
