@@ -5,6 +5,14 @@
 # fixed pizza with the same worker layout) that shows how much of the cost is
 # our own code. One command, start to finish, on a clean clone.
 #
+# Two ceilings, from the same source file and with the same workers and body:
+#   - "ceiling (this listener, vendor/tiny_http)": the `ceiling` example of
+#     the service's own build, so on the patched tiny_http the service runs;
+#   - "ceiling (tiny_http 0.12.0 as published)": bench/ceiling-upstream, a
+#     project of its own (outside the [patch.crates-io]) that builds the same
+#     file against the crates.io release, the reference used before the
+#     listener was patched. Measured at 32 connections on read by ID only.
+#
 #   scripts/bench.sh                  full run (a few minutes)
 #   BENCH_QUICK=1 scripts/bench.sh    smoke test: same flow, small counts
 #
@@ -12,7 +20,10 @@
 # API, then with wrk
 #   - one keep-alive connection (-t1 -c1): p50/p99 of create, read by ID, list
 #     of 10, update, soft delete and the OAuth token, each over a fixed count;
-#   - 32 connections (-t2 -c32): req/s of read by ID, list of 10 and create.
+#   - 32 connections (-t2 -c32): req/s of read by ID, list of 10 and create,
+#     each run followed at once by the same run against the ceiling, and
+#     read by ID also by one against the tiny_http 0.12.0 ceiling; the
+#     server CPU time per request of every one of these runs is recorded.
 # Also: the server's peak RSS, the binary's size, and start-to-healthy on an
 # existing SQLite database. The report (a Markdown table) goes to standard
 # output and target/bench/results.md, everything as JSON to
@@ -25,7 +36,7 @@
 #
 # Knobs (environment): BENCH_REQUESTS, BENCH_TOKENS, BENCH_SECONDS, BENCH_SEED,
 # BENCH_STARTS override the counts below; WORKERS is passed to the service
-# and the ceiling alike. PostgreSQL runs on a private cluster of its own
+# and both ceilings alike. PostgreSQL runs on a private cluster of its own
 # (scripts/pg-cluster.sh, /tmp/pizza-api-pg-bench, port 55434, durable);
 # without PostgreSQL binaries that column is skipped, except under CI=true,
 # where it is a failure.
@@ -50,6 +61,10 @@ CAP_SECONDS=$((QUICK == 1 ? 60 : 300))
 OUT=target/bench
 BIN=target/release/pizza-api
 CEILING_BIN=target/release/examples/ceiling
+# The same ceiling on tiny_http 0.12.0 as published (bench/ceiling-upstream);
+# its target directory sits inside target/, like every other build output.
+UPSTREAM_DIR=target/ceiling-upstream
+UPSTREAM_BIN=$UPSTREAM_DIR/release/ceiling-upstream
 LUA=scripts/bench/api.lua
 # Fixed, so tokens stay valid across the run; 48 characters, well above the
 # service's 32-byte minimum. Only ever used against local throwaway databases.
@@ -259,9 +274,11 @@ bench_database() {
   run_wrk "$db" token token "${c1[@]}" "$TOKENS" "$CAP_SECONDS" "$port"
 
   # 32 connections, fixed time; each followed by the same run against the
-  # ceiling, so every ratio compares two runs made moments apart.
+  # ceiling, so every ratio compares two runs made moments apart. Read by ID
+  # is also compared with the ceiling on tiny_http 0.12.0 as published.
   run_wrk "$db" read_c32 read 2 32 0 "$SECONDS_32" "$port" BENCH_IDS="$seeded"
   ceiling_pair "$db" read_c32
+  upstream_pair "$db" read_c32
   run_wrk "$db" list_c32 list 2 32 0 "$SECONDS_32" "$port"
   ceiling_pair "$db" list_c32
   run_wrk "$db" create_c32 create 2 32 0 "$SECONDS_32" "$port" BENCH_TOKEN="$token"
@@ -278,17 +295,28 @@ bench_database() {
 }
 
 CEILING_PID="" CEILING_PORT=""
+UPSTREAM_PID="" UPSTREAM_PORT=""
 
+# Both ceilings, with the same workers and the same body.
 start_ceiling() {
   start_listener ceiling "$OUT/ceiling/ceiling.log" env WORKERS="$WORKERS_SEEN" CEILING_PORT=0 \
     CEILING_BODY_FILE="$ROOT/$OUT/ceiling/body.json" "$ROOT/$CEILING_BIN"
   CEILING_PID=$STARTED_PID CEILING_PORT=$STARTED_PORT
+  start_listener "ceiling on tiny_http 0.12.0" "$OUT/ceiling_upstream/ceiling.log" env WORKERS="$WORKERS_SEEN" \
+    CEILING_PORT=0 CEILING_BODY_FILE="$ROOT/$OUT/ceiling/body.json" "$ROOT/$UPSTREAM_BIN"
+  UPSTREAM_PID=$STARTED_PID UPSTREAM_PORT=$STARTED_PORT
 }
 
 # The ceiling measured like the throughput row just run on DB (read by ID:
 # the ceiling ignores the path), recorded as ceiling/DB_ROW.
 ceiling_pair() {
   MEASURED_PID=$CEILING_PID run_wrk ceiling "$1_$2" read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
+}
+
+# The same run against the ceiling on tiny_http 0.12.0 as published,
+# recorded as ceiling_upstream/DB_ROW.
+upstream_pair() {
+  MEASURED_PID=$UPSTREAM_PID run_wrk ceiling_upstream "$1_$2" read 2 32 0 "$SECONDS_32" "$UPSTREAM_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
 }
 
 bench_ceiling() {
@@ -299,6 +327,9 @@ bench_ceiling() {
   run_wrk ceiling read_c32 read 2 32 0 "$SECONDS_32" "$CEILING_PORT" BENCH_IDS="$OUT/sqlite/seeded-ids.txt"
   stop_pid "$CEILING_PID"
   forget_pid "$CEILING_PID"
+  alive "$UPSTREAM_PID" || die "the ceiling on tiny_http 0.12.0 died during the run (log: $OUT/ceiling_upstream/ceiling.log)"
+  stop_pid "$UPSTREAM_PID"
+  forget_pid "$UPSTREAM_PID"
 }
 
 # psql against the bench cluster's postgres database, as its admin.
@@ -342,12 +373,14 @@ fi
 command -v curl >/dev/null 2>&1 || die "curl is not installed"
 command -v python3 >/dev/null 2>&1 || die "python3 is not installed"
 
-say "building the release binary and the ceiling"
+say "building the release binary and the two ceilings"
 cargo build --release --locked --quiet || die "cargo build --release failed"
 cargo build --release --locked --quiet --example ceiling || die "cargo build --release --example ceiling failed"
+cargo build --release --locked --quiet --manifest-path bench/ceiling-upstream/Cargo.toml --target-dir "$UPSTREAM_DIR" ||
+  die "cargo build --release of bench/ceiling-upstream (the ceiling on tiny_http 0.12.0) failed"
 
 rm -rf "$OUT"
-mkdir -p "$OUT/ceiling"
+mkdir -p "$OUT/ceiling" "$OUT/ceiling_upstream"
 : >"$OUT/runs.tsv"
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta quick "$QUICK"

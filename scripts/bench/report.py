@@ -12,7 +12,10 @@ Reads, from OUT_DIR (target/bench):
 and each run's `RESULT ...` line printed by api.lua's done().
 
 Prints a Markdown report shaped like the design document's Benchmark
-Results table, writes it to OUT_DIR/results.md and everything as JSON to
+Results table, followed by read by ID at 32 connections against both
+ceilings (the one on this listener, vendor/tiny_http, and the one on
+tiny_http 0.12.0 as published: the runs of database `ceiling_upstream`);
+writes it to OUT_DIR/results.md and everything as JSON to
 OUT_DIR/results.json. Exits 1 when any run is missing, saw an unexpected
 status or a socket error, or did fewer requests than asked: a number
 measured on errors is not a result.
@@ -25,6 +28,14 @@ import os
 import sys
 
 DATABASES = [("sqlite", "SQLite"), ("postgres", "PostgreSQL")]
+
+# The two references, built from the same examples/ceiling.rs with the same
+# workers and body: "ceiling" on the service's own, patched listener, and
+# "ceiling_upstream" (bench/ceiling-upstream) on the crates.io release, which
+# is measured after read by ID at 32 connections only.
+CEILING_LABEL = "ceiling (this listener, vendor/tiny_http)"
+UPSTREAM_LABEL = "ceiling (tiny_http 0.12.0 as published)"
+UPSTREAM_ROW = "read_c32"
 
 # (label, one-connection latency row, 32-connection throughput row)
 OPERATIONS = [
@@ -202,12 +213,55 @@ class Report:
                 cells += self.throughput_cells(db, throughput_row)
             rows.append(cells)
         # The ceiling does not depend on a database: the same figures bound both columns.
-        ceiling = ["Ceiling (tiny_http, fixed pizza)"]
+        ceiling = ["Ceiling (this listener, vendor/tiny_http; fixed pizza)"]
         for _ in DATABASES:
             ceiling += self.latency_cells("ceiling", "read")
         for _ in DATABASES:
             ceiling += self.throughput_cells("ceiling", "read_c32")
         rows.append(ceiling)
+        return markdown_table(header, rows)
+
+    def upstream_ratio(self, db):
+        """Read by ID at 32 connections: the service's req/s over the
+        tiny_http 0.12.0 ceiling's, in the run made right after it."""
+        run = self.runs.get((db, UPSTREAM_ROW))
+        upstream = self.runs.get(("ceiling_upstream", f"{db}_{UPSTREAM_ROW}"))
+        if not (run and run["result"] and upstream and upstream["result"] and upstream["result"]["rps"]):
+            return None
+        return run["result"]["rps"] / upstream["result"]["rps"]
+
+    def both_ceilings_table(self):
+        """Read by ID at 32 connections on each database next to the two
+        ceilings measured right after it."""
+        header = ["Read by ID, 32 conn"]
+        for _, label in DATABASES:
+            header += [f"{label} req/s", "service vs it", "CPU µs/req"]
+        references = [
+            ("pizza-api", lambda db: (db, UPSTREAM_ROW), lambda db: None),
+            (CEILING_LABEL, lambda db: ("ceiling", f"{db}_{UPSTREAM_ROW}"),
+             lambda db: self.ratio(self.runs[(db, UPSTREAM_ROW)]["result"]["rps"], db, UPSTREAM_ROW)),
+            (UPSTREAM_LABEL, lambda db: ("ceiling_upstream", f"{db}_{UPSTREAM_ROW}"), self.upstream_ratio),
+        ]
+        rows = []
+        for name, key_of, ratio_of in references:
+            cells = [name]
+            for db, _ in DATABASES:
+                service = self.runs.get((db, UPSTREAM_ROW))
+                run = self.runs.get(key_of(db))
+                if not service:
+                    cells += ["skipped", "", ""]
+                    continue
+                if not run or not run["result"] or not service["result"]:
+                    cells += ["failed (!)" if run else "not measured", "", ""]
+                    continue
+                cpu = self.cpu_per_request(*key_of(db))
+                ratio = ratio_of(db)
+                cells += [
+                    flagged(f"{run['result']['rps']:,.0f}", run),
+                    "" if name == "pizza-api" else ratio_text(ratio),
+                    f"{cpu:.0f}" if cpu else "n/a",
+                ]
+            rows.append(cells)
         return markdown_table(header, rows)
 
     def runs_table(self):
@@ -240,7 +294,7 @@ class Report:
             f"- Machine: nproc {m.get('nproc', '?')}, {m.get('cpu', '?')}",
             f"- wrk: {m.get('wrk_version', '?')}",
             f"- Commit: {m.get('commit', '?')}",
-            f"- WORKERS: {m.get('workers', '?')} (service and ceiling alike)",
+            f"- WORKERS: {m.get('workers', '?')} (service and both ceilings alike)",
             f"- Load average (1, 5, 15 min) before the bench: {m.get('loadavg_start', '?')} "
             f"(other work sharing the cores skews every figure); after: {m.get('loadavg_end', '?')}",
             f"- Whole run: {m.get('elapsed_seconds', '?')} s, build included",
@@ -275,10 +329,18 @@ class Report:
             "",
             f"p50/p99: one keep-alive connection (wrk -t1 -c1), {m.get('latency_requests', '?')} requests per row "
             f"({m.get('token_requests', '?')} for OAuth Token). req/s: wrk -t2 -c32 for "
-            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the req/s of the ceiling run measured right after that row; in brackets, the server's CPU time per request in that run and in the ceiling's. "
+            f"{m.get('throughput_seconds', '?')} s; 'vs ceiling' divides by the req/s of the {CEILING_LABEL} run measured right after that row; in brackets, the server's CPU time per request in that run and in the ceiling's. "
             f"{m.get('seeded', '?')} pizzas seeded per database. (!) marks a figure from a run with problems.",
             "",
             self.table(),
+            "",
+            "Read by ID at 32 connections against both ceilings, built from the same examples/ceiling.rs with "
+            "the same workers and body, each run right after the service's on that database. The first is the "
+            "one 'vs ceiling' above uses; the second (bench/ceiling-upstream) is the reference used before the "
+            "listener was patched. 'service vs it': pizza-api's req/s divided by that ceiling's; CPU µs/req: "
+            "each server's own CPU time per request in its run.",
+            "",
+            self.both_ceilings_table(),
             "",
             self.facts(),
             "",
@@ -305,13 +367,28 @@ class Report:
                     entry[db]["throughput_vs_ceiling"] = self.ratio(t["result"]["rps"], db, throughput_row)
                     entry[db]["server_cpu_us_per_request"] = self.cpu_per_request(db, throughput_row)
                     entry[db]["ceiling_cpu_us_per_request"] = self.cpu_per_request("ceiling", f"{db}_{throughput_row}")
+                    if throughput_row == UPSTREAM_ROW:
+                        upstream = self.runs.get(("ceiling_upstream", f"{db}_{throughput_row}"))
+                        entry[db]["upstream_ceiling_rps"] = (
+                            upstream["result"]["rps"] if upstream and upstream["result"] else None
+                        )
+                        entry[db]["throughput_vs_upstream_ceiling"] = self.upstream_ratio(db)
+                        entry[db]["upstream_ceiling_cpu_us_per_request"] = self.cpu_per_request(
+                            "ceiling_upstream", f"{db}_{throughput_row}"
+                        )
             ops.append(entry)
         return {
             "meta": self.meta,
             "operations": ops,
             "ceiling": {
+                "label": CEILING_LABEL,
                 "latency": self.runs.get(("ceiling", "read")),
                 "throughput": self.runs.get(("ceiling", "read_c32")),
+            },
+            # Measured only right after each database's read by ID at 32 connections.
+            "upstream_ceiling": {
+                "label": UPSTREAM_LABEL,
+                "throughput": {db: self.runs.get(("ceiling_upstream", f"{db}_{UPSTREAM_ROW}")) for db, _ in DATABASES},
             },
             "start_to_healthy": self.startup,
             "runs": list(self.runs.values()),
