@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use crate::auth::cache::CredentialCache;
 use crate::auth::secrets::{self, BcryptSlots, DummyHash};
+use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
+use crate::db::health::{DbHealth, PROBE_TIMEOUT};
 use crate::db::{self, Db, DbError};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
 use crate::metrics::Metrics;
@@ -78,6 +80,7 @@ impl Application {
             credentials: CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?),
             bcrypt_slots: BcryptSlots::new(config.workers / 2),
             bcrypt_cost: config.bcrypt_cost,
+            users: UserDirectory::load(&db)?,
         };
 
         server::raise_open_files_limit(config.http.max_connections, config.pool.max_open);
@@ -85,9 +88,16 @@ impl Application {
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
-        let state = Arc::new(AppState { config, db, auth, metrics: Metrics::default() });
+        let db_health = Arc::new(DbHealth::new());
+        let state =
+            Arc::new(AppState { config, db, db_health: Arc::clone(&db_health), auth, metrics: Metrics::default() });
         let warm = Arc::clone(&state);
         std::thread::spawn(move || warm.auth.dummy_hash.get().len());
+        // The prober holds the state weakly, so the pools still close when
+        // the service stops.
+        let probed = Arc::downgrade(&state);
+        DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_TIMEOUT)))
+            .map_err(|cause| StartupError::Listen { addr: "database prober thread".into(), cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Listen { addr: "worker threads".into(), cause })?;
         log::info!(

@@ -124,6 +124,11 @@ pub struct PoolConfig {
     /// `DB_RETRY_BASE_DELAY_MS`: the first pause between connection attempts at
     /// start-up; later pauses double it (1, 2, 4, 8 s by default).
     pub retry_base_delay: Duration,
+    /// `DB_CONNECT_TIMEOUT_MS`: how long opening one connection may take.
+    pub connect_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: the longest one statement may run on
+    /// PostgreSQL (its `statement_timeout`); 0 switches it off.
+    pub statement_timeout: Duration,
 }
 
 /// The whole effective configuration of one process.
@@ -297,6 +302,8 @@ impl Config {
             max_lifetime: (lifetime > 0).then(|| Duration::from_secs(lifetime)),
             acquire_timeout: Duration::from_millis(env.number("DB_ACQUIRE_TIMEOUT_MS", 5000, 1, 600_000)?),
             retry_base_delay: Duration::from_millis(env.number("DB_RETRY_BASE_DELAY_MS", 1000, 0, 600_000)?),
+            connect_timeout: Duration::from_millis(env.number("DB_CONNECT_TIMEOUT_MS", 2000, 100, 600_000)?),
+            statement_timeout: Duration::from_millis(env.number("DB_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000)?),
         };
 
         let bootstrap_client_id = env.text("BOOTSTRAP_CLIENT_ID", "admin-client");
@@ -376,7 +383,7 @@ impl Config {
         };
         format!(
             "APP_ENV={} APP_HOST={} APP_PORT={} LOG_LEVEL={} WORKERS={} {} MAX_OPEN_CONNS={} MAX_IDLE_CONNS={} \
-             CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
+             CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} DB_CONNECT_TIMEOUT_MS={} DB_STATEMENT_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
              BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={} SHUTDOWN_TIMEOUT={} MAX_CONNECTIONS={} \
              HTTP_MAX_HEADER_BYTES={} HTTP_READ_TIMEOUT_MS={} HTTP_KEEPALIVE_TIMEOUT_MS={} HTTP_WRITE_TIMEOUT_MS={} \
              HTTP_MAX_BUFFERED_BODY_BYTES={}",
@@ -393,6 +400,8 @@ impl Config {
             self.pool.max_idle,
             self.pool.max_lifetime.map_or(0, |d| d.as_secs()),
             self.pool.acquire_timeout.as_millis(),
+            self.pool.connect_timeout.as_millis(),
+            self.pool.statement_timeout.as_millis(),
             masked(&self.jwt_secret),
             self.jwt_expiration,
             self.bootstrap_client_id,

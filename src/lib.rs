@@ -21,4 +21,3 @@ pub mod pizzas;
 pub mod rest;
 pub mod seed;
 pub mod state;
-pub mod users;

@@ -4,7 +4,7 @@
 //! rows are created with the database's own conflict handling and the seed's
 //! pizzas under a lock.
 
-use crate::auth::{Role, secrets};
+use crate::auth::{Role, secrets, users};
 use crate::clients::input::{CLIENT_CREDENTIALS, DEFAULT_SCOPES, NewClient};
 use crate::clients::store as clients;
 use crate::clock;
@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::pizzas::input::PizzaInput;
 use crate::pizzas::store as pizzas;
-use crate::users;
 
 /// The admin user the bootstrap client belongs to.
 pub const SYSTEM_EMAIL: &str = "system@pizza.com";

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod jwt;
 pub mod role;
 pub mod secrets;
+pub mod users;
 
 use serde_json::json;
 
@@ -15,9 +16,11 @@ pub use jwt::{Caller, Claims, JwtKeys, TokenError};
 pub use role::Role;
 
 use crate::clock;
+use crate::db::Db;
 use crate::rest::{ApiError, Request};
 use cache::CredentialCache;
 use secrets::{BcryptSlots, DummyHash};
+use users::{Lookup, UserDirectory};
 
 /// The scope every change (create, update, delete) needs.
 pub const WRITE_SCOPE: &str = "write";
@@ -34,10 +37,13 @@ pub struct Auth {
     pub bcrypt_slots: BcryptSlots,
     /// bcrypt cost for new client secrets.
     pub bcrypt_cost: u32,
+    /// Every user and their current role.
+    pub users: UserDirectory,
 }
 
-/// The caller named by the request's `Authorization: Bearer` token.
-pub fn authenticate(jwt: &JwtKeys, rq: &Request) -> Result<Caller, ApiError> {
+/// The caller named by the request's `Authorization: Bearer` token. The
+/// token's user must still exist (an in-memory check).
+pub fn authenticate(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiError> {
     let Some(value) = rq.header("Authorization") else {
         return Err(unauthorized("authorization_required", "this route needs an Authorization: Bearer <token> header"));
     };
@@ -46,15 +52,19 @@ pub fn authenticate(jwt: &JwtKeys, rq: &Request) -> Result<Caller, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(unauthorized("invalid_request", "the Authorization header must use the Bearer scheme"));
     }
-    jwt.verify(token.trim(), clock::unix_seconds(clock::now())).map_err(|err| match err {
+    let caller = auth.jwt.verify(token.trim(), clock::unix_seconds(clock::now())).map_err(|err| match err {
         TokenError::Expired => unauthorized("expired_token", "the access token has expired; request a new one"),
         TokenError::Invalid(why) => ApiError::Unauthorized { error: "invalid_token", description: why },
-    })
+    })?;
+    match auth.users.lookup(db, caller.user_id)? {
+        Lookup::Known => Ok(caller),
+        Lookup::Unknown => Err(unauthorized("invalid_token", "the user this token names does not exist")),
+    }
 }
 
 /// Like [`authenticate`], and the token must carry the `write` scope.
-pub fn authenticate_writer(jwt: &JwtKeys, rq: &Request) -> Result<Caller, ApiError> {
-    let caller = authenticate(jwt, rq)?;
+pub fn authenticate_writer(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiError> {
+    let caller = authenticate(auth, db, rq)?;
     require_scope(&caller, WRITE_SCOPE)?;
     Ok(caller)
 }

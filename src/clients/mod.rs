@@ -8,7 +8,7 @@ pub mod token;
 
 use serde::Serialize;
 
-use crate::auth::{self, Auth, JwtKeys, secrets};
+use crate::auth::{self, Auth, secrets};
 use crate::db::Db;
 use crate::rest::{ApiError, Request, Response};
 use input::NewClient;
@@ -30,7 +30,7 @@ const ID_ATTEMPTS: usize = 3;
 
 /// `POST /api/v1/clients`.
 pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> {
-    let caller = auth::authenticate(&auth.jwt, rq)?;
+    let caller = auth::authenticate(auth, db, rq)?;
     auth::require_admin(&caller)?;
     auth::require_scope(&caller, auth::WRITE_SCOPE)?;
     let input = NewClient::parse(&rq.json_body()?)?;
@@ -61,15 +61,15 @@ pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> 
 }
 
 /// `GET /api/v1/clients`: the caller's clients.
-pub fn list(db: &Db, jwt: &JwtKeys, rq: &Request) -> Result<Response, ApiError> {
-    let caller = auth::authenticate(jwt, rq)?;
+pub fn list(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> {
+    let caller = auth::authenticate(auth, db, rq)?;
     auth::require_admin(&caller)?;
     Ok(Response::json(200, &store::list_for_user(db, caller.user_id)?))
 }
 
 /// `DELETE /api/v1/clients/{id}`: soft delete; the client gets no more tokens.
 pub fn delete(db: &Db, auth: &Auth, rq: &Request, id: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate(&auth.jwt, rq)?;
+    let caller = auth::authenticate(auth, db, rq)?;
     auth::require_admin(&caller)?;
     auth::require_scope(&caller, auth::WRITE_SCOPE)?;
     if !store::soft_delete(db, id, caller.user_id)? {

@@ -5,6 +5,7 @@
 //! as its pair of dialect texts, beside the function that runs it.
 
 pub mod exec;
+pub mod health;
 pub mod migrate;
 pub mod tls;
 
@@ -34,8 +35,15 @@ pub const CONNECT_ATTEMPTS: u32 = 5;
 
 /// How long SQLite waits for another connection's write lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long opening one PostgreSQL connection may take.
-const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive probes on PostgreSQL connections: the first after this
+/// much silence, then one per interval, and the connection is dropped after
+/// this many go unanswered; with the user timeout (sent data left
+/// unacknowledged), a vanished server or a black-holed network is noticed
+/// within about 5 s instead of the kernel's two hours.
+const PG_KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+const PG_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const PG_KEEPALIVE_RETRIES: u32 = 3;
+const PG_TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections above `MAX_IDLE_CONNS` are closed after being idle this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -144,6 +152,9 @@ pub struct PoolState {
 pub enum DbError {
     /// The database did not answer or no connection was free in time (503).
     Unavailable(String),
+    /// A unique or foreign-key rule refused the change: the request conflicts
+    /// with what is stored (409).
+    Conflict(String),
     /// A statement failed for another reason (500).
     Query(String),
     /// The database's schema does not fit this build (start-up only).
@@ -154,6 +165,7 @@ impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::Unavailable(cause) => write!(f, "database unavailable: {cause}"),
+            DbError::Conflict(cause) => write!(f, "conflict: {cause}"),
             DbError::Query(cause) => write!(f, "database error: {cause}"),
             DbError::Schema(cause) => write!(f, "schema error: {cause}"),
         }
@@ -173,9 +185,22 @@ impl From<r2d2::Error> for DbError {
 impl From<rusqlite::Error> for DbError {
     fn from(err: rusqlite::Error) -> DbError {
         use rusqlite::ErrorCode::*;
+        use rusqlite::ffi::{SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+        let extended = match &err {
+            rusqlite::Error::SqliteFailure(failure, _) => failure.extended_code,
+            _ => 0,
+        };
         match err.sqlite_error_code() {
             Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull | ReadOnly | NotADatabase) => {
                 DbError::Unavailable(err.to_string())
+            }
+            Some(ConstraintViolation)
+                if matches!(
+                    extended,
+                    SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_FOREIGNKEY
+                ) =>
+            {
+                DbError::Conflict(err.to_string())
             }
             _ => DbError::Query(err.to_string()),
         }
@@ -184,8 +209,12 @@ impl From<rusqlite::Error> for DbError {
 
 impl From<postgres::Error> for DbError {
     fn from(err: postgres::Error) -> DbError {
+        use postgres::error::SqlState;
         if pg_error_means_unavailable(&err) {
             DbError::Unavailable(describe(&err))
+        } else if matches!(err.code(), Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION)
+        {
+            DbError::Conflict(describe(&err))
         } else {
             DbError::Query(describe(&err))
         }
@@ -211,7 +240,8 @@ pub fn describe(err: &dyn std::error::Error) -> String {
 
 /// Whether a PostgreSQL error says "the server is not there" rather than
 /// "this statement is wrong": a lost connection, a server shutting down or
-/// starting, too many connections, or a read-only standby after a failover.
+/// starting, too many connections, a statement cut off by its timeout, or a
+/// read-only standby after a failover.
 fn pg_error_means_unavailable(err: &postgres::Error) -> bool {
     if err.is_closed() {
         return true;
@@ -219,7 +249,8 @@ fn pg_error_means_unavailable(err: &postgres::Error) -> bool {
     match err.code() {
         Some(state) => {
             let code = state.code();
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "25006"
+            // 57014: the statement ran past DB_STATEMENT_TIMEOUT_MS.
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "25006"
         }
         // No SQLSTATE: an I/O error or a timeout on the way to the server.
         None => true,
@@ -415,7 +446,13 @@ fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig, tls: MakeRustlsCo
         .user(&settings.user)
         .password(settings.password.expose())
         .dbname(&settings.name)
-        .connect_timeout(PG_CONNECT_TIMEOUT)
+        .connect_timeout(pool.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(PG_KEEPALIVE_IDLE)
+        .keepalives_interval(PG_KEEPALIVE_INTERVAL)
+        .keepalives_retries(PG_KEEPALIVE_RETRIES)
+        .tcp_user_timeout(PG_TCP_USER_TIMEOUT)
+        .options(&format!("-c statement_timeout={}", pool.statement_timeout.as_millis()))
         .application_name("pizza-api")
         .ssl_mode(match settings.sslmode {
             SslMode::Disable => postgres::config::SslMode::Disable,

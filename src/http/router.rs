@@ -32,12 +32,17 @@ impl<'a> Route<'a> {
     /// The route a path names, if any. A path with an empty segment (`//`,
     /// a trailing `/`) names nothing.
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
-        let rest = path.strip_prefix('/')?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) {
-            return None;
+        // At most five segments, on the stack: this runs for every request.
+        let mut segments = [""; 6];
+        let mut count = 0;
+        for segment in path.strip_prefix('/')?.split('/') {
+            if segment.is_empty() || count == segments.len() {
+                return None;
+            }
+            segments[count] = segment;
+            count += 1;
         }
-        Some(match segments.as_slice() {
+        Some(match &segments[..count] {
             ["health"] => Route::Health,
             ["livez"] => Route::Livez,
             ["metrics"] => Route::Metrics,
@@ -51,6 +56,12 @@ impl<'a> Route<'a> {
             ["api", "v1", "clients", id] => Route::Client(id),
             _ => return None,
         })
+    }
+
+    /// Whether serving the route needs the database (every resource does;
+    /// the operational endpoints never do).
+    pub fn needs_database(&self) -> bool {
+        !matches!(self, Route::Health | Route::Livez | Route::Metrics | Route::OpenApi)
     }
 
     /// The path with its parameters as placeholders: what logs and metrics
@@ -93,11 +104,44 @@ pub struct Routed {
     pub response: Response,
 }
 
+/// The answer to give without a worker, if there is one: the operational
+/// endpoints (they neither query the database nor wait for anything), and
+/// `503` for every route that needs the database while it is known down.
+/// Runs on the connection's own thread, so liveness and readiness are
+/// answered even when every worker is stuck on the database.
+pub fn answer_at_once(state: &AppState, method: &Method, target: &str) -> Option<Routed> {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let route = Route::parse(path)?;
+    let response = match (route, method) {
+        (Route::Livez, Method::Get | Method::Head) => ops::health::livez(),
+        (Route::Health, Method::Get | Method::Head) => ops::health::health(&state.db_health, state.db.driver_name()),
+        (Route::Metrics, Method::Get | Method::Head) => ops::metrics::render(&state.metrics, &state.db),
+        (Route::OpenApi, Method::Get | Method::Head) => ops::openapi(),
+        (route, _) if route.needs_database() && state.db_health.is_down() => database_down(),
+        _ => return None,
+    };
+    Some(Routed { template: route.template(), response })
+}
+
+/// The circuit breaker's answer: no log line per request (the change of
+/// state is logged once).
+fn database_down() -> Response {
+    Response::json(
+        503,
+        &serde_json::json!({ "error": "Service unavailable", "details": "the database is not answering; retry shortly" }),
+    )
+    .with_header("Retry-After", "1")
+}
+
 /// Routes one request and runs its handler; errors and panics become responses.
 pub fn route(state: &AppState, rq: &Request) -> Routed {
     let Some(route) = Route::parse(rq.path()) else {
         return Routed { template: UNMATCHED, response: not_found().into_response() };
     };
+    // Requests queued before the breaker opened get its answer too.
+    if route.needs_database() && state.db_health.is_down() {
+        return Routed { template: route.template(), response: database_down() };
+    }
     let response = run_handler(rq, || dispatch(state, rq, route));
     Routed { template: route.template(), response }
 }
@@ -118,7 +162,7 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
     use Method::{Delete, Get, Head, Post, Put};
     let (db, auth) = (&state.db, &state.auth);
     match (route, rq.method()) {
-        (Route::Health, Get | Head) => Ok(ops::health::health(db)),
+        (Route::Health, Get | Head) => Ok(ops::health::health(&state.db_health, db.driver_name())),
         (Route::Livez, Get | Head) => Ok(ops::health::livez()),
         (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db)),
         (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
@@ -127,11 +171,11 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
 
         (Route::PublicPizzas, Get | Head) => pizzas::list(db, rq),
         (Route::PublicPizza(id), Get | Head) => pizzas::get(db, id),
-        (Route::Pizzas, Post) => pizzas::create(db, &auth.jwt, rq),
-        (Route::Pizza(id), Put) => pizzas::update(db, &auth.jwt, rq, id),
-        (Route::Pizza(id), Delete) => pizzas::delete(db, &auth.jwt, rq, id),
+        (Route::Pizzas, Post) => pizzas::create(db, auth, rq),
+        (Route::Pizza(id), Put) => pizzas::update(db, auth, rq, id),
+        (Route::Pizza(id), Delete) => pizzas::delete(db, auth, rq, id),
 
-        (Route::Clients, Get | Head) => clients::list(db, &auth.jwt, rq),
+        (Route::Clients, Get | Head) => clients::list(db, auth, rq),
         (Route::Clients, Post) => clients::create(db, auth, rq),
         (Route::Client(id), Delete) => clients::delete(db, auth, rq, &decode_segment(id)?),
 

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ pub struct HttpServer {
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
     access_writer: Option<access_log::Writer>,
+    fast: Arc<FastAnswers>,
     stop: StopHandle,
     stopped: Receiver<StopReason>,
 }
@@ -149,17 +150,21 @@ impl HttpServer {
         let control = Socket::from(listener.try_clone()?);
         let limits = transport_limits(&state.config.http);
         let observer: Arc<dyn tiny_http::Observer> = Arc::new(TransportMetrics);
+        let (access, access_writer) = AccessLog::start();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let fast = Arc::new(FastAnswers {
+            state: Arc::clone(&state),
+            access: RwLock::new(Some(access.clone())),
+            stopping: Arc::clone(&stopping),
+        });
+        let fast_path: Arc<dyn tiny_http::FastPath> = fast.clone();
         let server = Arc::new(
-            tiny_http::Server::from_listener_with(listener, limits, Some(observer)).map_err(io::Error::other)?,
+            tiny_http::Server::from_listener_with(listener, limits, Some(observer), Some(fast_path))
+                .map_err(io::Error::other)?,
         );
         let (notify, stopped) = mpsc::channel();
-        let stop = StopHandle {
-            stopping: Arc::new(AtomicBool::new(false)),
-            listener: Arc::new(Mutex::new(Some(control))),
-            server: Arc::clone(&server),
-            notify,
-        };
-        let (access, access_writer) = AccessLog::start();
+        let stop =
+            StopHandle { stopping, listener: Arc::new(Mutex::new(Some(control))), server: Arc::clone(&server), notify };
         let workers = (0..workers)
             .map(|i| {
                 let (server, state, stop, access) =
@@ -169,7 +174,7 @@ impl HttpServer {
                     .spawn(move || worker(&server, &state, &stop, &access))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(HttpServer { addr, workers, access_writer, stop, stopped })
+        Ok(HttpServer { addr, workers, access_writer, fast, stop, stopped })
     }
 
     /// The address the server listens on.
@@ -200,6 +205,9 @@ impl HttpServer {
             }
             // The workers held the last senders: this returns once every
             // access line is written.
+            // The connection threads may still answer probes; they stop
+            // logging here so the log's last line can be written.
+            self.fast.access.write().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(writer) = self.access_writer {
                 writer.finish();
             }
@@ -298,6 +306,36 @@ fn to_tiny(response: Response) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
         }
     }
     tiny
+}
+
+/// Answers, on the connection's own thread, what needs no worker (see
+/// `router::answer_at_once`): liveness and readiness stay answered even when
+/// every worker waits on the database.
+struct FastAnswers {
+    state: Arc<AppState>,
+    /// Taken away when the server stops, so the access log can finish.
+    access: RwLock<Option<AccessLog>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl tiny_http::FastPath for FastAnswers {
+    fn answer(&self, rq: &tiny_http::Request) -> Option<tiny_http::ResponseBox> {
+        let started = Instant::now();
+        let method = Method::parse(rq.method().as_str());
+        let routed = router::answer_at_once(&self.state, &method, rq.url())?;
+        let mut response = routed.response;
+        if self.stopping.load(Ordering::SeqCst) {
+            response = response.with_header("Connection", "close");
+        }
+        let status = response.status;
+        let path = rq.url().split_once('?').map_or(rq.url(), |(path, _)| path);
+        let elapsed = started.elapsed();
+        self.state.metrics.observe(method.label(), routed.template, status, elapsed);
+        if let Some(access) = &*self.access.read().unwrap_or_else(|e| e.into_inner()) {
+            access.record(&method, path, status, elapsed);
+        }
+        Some(to_tiny(response).boxed())
+    }
 }
 
 /// Reports what the listener does on its own to the metrics registry.

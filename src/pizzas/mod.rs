@@ -6,7 +6,7 @@ pub mod store;
 
 use serde_json::json;
 
-use crate::auth::{self, Caller, JwtKeys, Role};
+use crate::auth::{self, Auth, Caller, Role};
 use crate::clock;
 use crate::db::Db;
 use crate::rest::{ApiError, Request, Response};
@@ -54,8 +54,8 @@ pub fn get(db: &Db, id: &str) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/v1/pizzas`: the caller owns the new pizza.
-pub fn create(db: &Db, jwt: &JwtKeys, rq: &Request) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(jwt, rq)?;
+pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(auth, db, rq)?;
     let input = PizzaInput::parse(&rq.json_body()?)?;
     let pizza = store::insert(db, &input, caller.user_id, clock::now())?;
     let location = format!("/api/v1/public/pizzas/{}", pizza.id);
@@ -67,8 +67,8 @@ pub fn create(db: &Db, jwt: &JwtKeys, rq: &Request) -> Result<Response, ApiError
 /// stored by one statement that also checks existence and permission; only
 /// when it changes nothing (or the body is invalid) does a second query find
 /// out which error applies.
-pub fn update(db: &Db, jwt: &JwtKeys, rq: &Request, id: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(jwt, rq)?;
+pub fn update(db: &Db, auth: &Auth, rq: &Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(auth, db, rq)?;
     let id = parse_id(id)?;
     let input = rq.json_body().and_then(|body| PizzaInput::parse(&body));
     let input = match input {
@@ -88,8 +88,8 @@ pub fn update(db: &Db, jwt: &JwtKeys, rq: &Request, id: &str) -> Result<Response
 }
 
 /// `DELETE /api/v1/pizzas/{id}`: soft delete; a second delete is a 404.
-pub fn delete(db: &Db, jwt: &JwtKeys, rq: &Request, id: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate_writer(jwt, rq)?;
+pub fn delete(db: &Db, auth: &Auth, rq: &Request, id: &str) -> Result<Response, ApiError> {
+    let caller = auth::authenticate_writer(auth, db, rq)?;
     let id = parse_id(id)?;
     if store::soft_delete(db, id, owner_filter(&caller))? {
         return Ok(Response::no_content());

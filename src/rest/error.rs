@@ -39,6 +39,10 @@ pub enum ApiError {
     /// "error_description":<text>}`, never cached, and for a 401 after HTTP
     /// Basic the `WWW-Authenticate: Basic` challenge.
     OAuth { status: u16, code: &'static str, description: String, basic_challenge: bool },
+    /// 409 `{"error":"Conflict","details":<text>}`: the change contradicts what
+    /// is stored (a unique or foreign-key rule). The database's wording is
+    /// logged, not sent.
+    Conflict(String),
     /// 503 `{"error":"Service unavailable", ...}`: the database did not answer
     /// or no connection was free in time. The cause is logged, not sent.
     Unavailable(String),
@@ -95,6 +99,13 @@ impl ApiError {
                     _ => response,
                 }
             }
+            ApiError::Conflict(cause) => {
+                log::warn!("answering 409: {cause}");
+                Response::json(
+                    409,
+                    &json!({ "error": "Conflict", "details": "the change conflicts with data already stored" }),
+                )
+            }
             ApiError::Unavailable(cause) => {
                 log::warn!("answering 503: {cause}");
                 Response::json(
@@ -126,6 +137,7 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
         match err {
             DbError::Unavailable(cause) => ApiError::Unavailable(cause),
+            DbError::Conflict(cause) => ApiError::Conflict(cause),
             other => ApiError::Internal(other.to_string()),
         }
     }

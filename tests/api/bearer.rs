@@ -131,3 +131,26 @@ both_backends!(
         assert_eq!(response.status, 201, "{}", response.body);
     }
 );
+
+both_backends!(
+    fn a_token_for_a_user_that_does_not_exist_is_refused_on_every_protected_route(backend) {
+        let app = spawn_app(backend);
+        let ghost = mint(&claims(json!({"uid": "987654"})));
+        let auth = format!("Bearer {ghost}");
+        let body = json!({"name": "Ghost", "price": 1.0});
+
+        let answers = [
+            app.send_json("POST", "/api/v1/pizzas", &body, &[("Authorization", &auth)]),
+            app.send_json("PUT", "/api/v1/pizzas/1", &body, &[("Authorization", &auth)]),
+            app.request("DELETE", "/api/v1/pizzas/1", &[("Authorization", &auth)], None),
+            app.request("GET", "/api/v1/clients", &[("Authorization", &auth)], None),
+            app.send_json("POST", "/api/v1/clients", &json!({"name": "x"}), &[("Authorization", &auth)]),
+            app.request("DELETE", "/api/v1/clients/dev-client", &[("Authorization", &auth)], None),
+        ];
+
+        for answer in &answers {
+            assert_refused(answer, "invalid_token");
+        }
+        assert_eq!(app.get("/api/v1/public/pizzas/1").status, 200, "the pizza was not touched");
+    }
+);

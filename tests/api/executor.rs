@@ -116,3 +116,18 @@ both_backends!(
         assert_eq!(db.read_one(&COUNT, &[], |row| row.int(0)).unwrap(), Some(1));
     }
 );
+
+both_backends!(
+    fn a_unique_violation_is_a_conflict(backend) {
+        let test_db = TestDb::new(backend);
+        let db = open(&test_db);
+        let unique = Statement::both("CREATE UNIQUE INDEX samples_t ON samples (t)");
+        db.transaction(|tx| tx.run_script(&unique)).unwrap();
+        let params: [Value<'_>; 5] = [1.into(), 1.0.into(), "same".into(), moment().into(), "[]".into()];
+        db.write(&INSERT, &params, |row| row.int(0)).unwrap();
+
+        let again = db.write(&INSERT, &params, |row| row.int(0));
+
+        assert!(matches!(again, Err(DbError::Conflict(_))), "{again:?}");
+    }
+);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestDb, postgres_available, spawn_app_with};
+use crate::helpers::{Backend, TestApp, TestDb, TestResponse, postgres_available, spawn_app_with};
 
 fn assert_rfc3339_utc(value: &serde_json::Value) {
     let text = value.as_str().expect("timestamp is a string");
@@ -59,27 +59,47 @@ both_backends!(
         assert_eq!(app.get("/health").status, 200);
 
         make_database_unreachable(&app.db);
-        let down = app.get("/health");
+        // The background check notices within a second or so.
+        let down = wait_for_health(&app, 503);
         let livez = app.get("/livez");
+        let refused_at_once = app.get("/api/v1/public/pizzas/1");
         restore_database(&app.db);
-        let up = app.get("/health");
+        let up = wait_for_health(&app, 200);
 
         assert_eq!(down.status, 503, "{}", down.body);
         let body = down.json();
         assert_eq!(body["status"], "unhealthy");
         assert_eq!(body["database"], "disconnected");
         assert!(body["error"].is_string());
+        assert!(body["reason"].is_string(), "{body}");
+        assert!(body["last_success"].is_string(), "{body}");
         assert_eq!(livez.status, 200, "liveness must not depend on the database");
+        assert_eq!(refused_at_once.status, 503, "{}", refused_at_once.body);
+        assert_eq!(refused_at_once.header("retry-after"), Some("1"));
         assert_eq!(up.status, 200, "{}", up.body);
+        assert_eq!(app.get("/api/v1/public/pizzas/1").status, 200, "database routes are served again");
     }
 );
+
+/// `/health` once it answers `status`; fails after 10 s.
+fn wait_for_health(app: &TestApp, status: u16) -> TestResponse {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.get("/health");
+        if response.status == status {
+            return response;
+        }
+        assert!(std::time::Instant::now() < deadline, "/health never answered {status}: {}", response.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 both_backends!(
     fn health_is_503_when_the_database_is_deleted(backend) {
         let app = spawn_app(backend);
 
         delete_database(&app.db);
-        let response = app.get("/health");
+        let response = wait_for_health(&app, 503);
 
         assert_eq!(response.status, 503, "{}", response.body);
         assert_eq!(response.json()["database"], "disconnected");

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, HeaderField, Method};
 use crate::connection::Connection;
-use crate::limits::{Event, Limits, Observer};
+use crate::limits::{Event, FastPath, Limits, Observer};
 use crate::util::MessagesQueue;
 use crate::Message;
 
@@ -31,6 +31,7 @@ pub(crate) struct Context {
     pub(crate) messages: Arc<MessagesQueue<Message>>,
     pub(crate) registry: Registry,
     pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) fast_path: Option<Arc<dyn FastPath>>,
     /// Bytes of request bodies held in memory right now, by all connections.
     body_bytes: AtomicUsize,
     /// The server is stopping: finish the requests being read, take no more.
@@ -42,12 +43,14 @@ impl Context {
         limits: Limits,
         messages: Arc<MessagesQueue<Message>>,
         observer: Option<Arc<dyn Observer>>,
+        fast_path: Option<Arc<dyn FastPath>>,
     ) -> Context {
         Context {
             limits,
             messages,
             registry: Registry::default(),
             observer,
+            fast_path,
             body_bytes: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
         }
@@ -466,7 +469,13 @@ fn serve_request(reader: &mut Reader, remote_addr: Option<SocketAddr>, ctx: &Arc
             Arc::clone(&shared),
             !keep_alive,
         );
-        ctx.messages.push(Message::NewRequest(request));
+        match ctx.fast_path.as_ref().and_then(|fast| fast.answer(&request)) {
+            // Answered here and now: no worker involved.
+            Some(response) => {
+                let _ = request.respond(response);
+            }
+            None => ctx.messages.push(Message::NewRequest(request)),
+        }
         if !keep_alive {
             return Some(Stop::Quiet);
         }

@@ -112,7 +112,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use limits::{Event, Limits, Observer};
+pub use limits::{Event, FastPath, Limits, Observer};
 pub use request::Request;
 pub use response::{Response, ResponseBox};
 
@@ -234,15 +234,17 @@ impl Server {
         if ssl_config.is_some() {
             return Err("this copy of tiny_http does not support TLS".into());
         }
-        Self::from_listener_with(listener, Limits::default(), None)
+        Self::from_listener_with(listener, Limits::default(), None, None)
     }
 
     /// (pizza-api patch) Builds a new server on `listener` that enforces
-    /// `limits` and reports what the transport does to `observer`.
+    /// `limits`, reports what the transport does to `observer`, and lets
+    /// `fast_path` answer requests on their connection's thread.
     pub fn from_listener_with<L: Into<Listener>>(
         listener: L,
         limits: Limits,
         observer: Option<Arc<dyn Observer>>,
+        fast_path: Option<Arc<dyn FastPath>>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -250,7 +252,7 @@ impl Server {
         log::debug!("Server listening on {}", local_addr);
 
         let messages = MessagesQueue::with_capacity(8);
-        let ctx = Arc::new(Context::new(limits, messages.clone(), observer));
+        let ctx = Arc::new(Context::new(limits, messages.clone(), observer, fast_path));
         let inside_close_trigger = close_trigger.clone();
         let inside_ctx = Arc::clone(&ctx);
         thread::Builder::new()

@@ -86,3 +86,12 @@ pub trait Observer: Send + Sync {
     /// One event happened.
     fn event(&self, event: Event);
 }
+
+/// (pizza-api patch) Answers some requests on the connection's own thread,
+/// before any worker: for requests that wait on nothing (liveness, readiness
+/// from a cached state), so they are answered even when every worker is busy.
+pub trait FastPath: Send + Sync {
+    /// The response to send at once, or `None` to queue the request for the
+    /// workers as usual. Must not block.
+    fn answer(&self, request: &crate::Request) -> Option<crate::ResponseBox>;
+}

@@ -1,0 +1,191 @@
+//! What the service believes about its database right now, kept by a
+//! background prober: `/health` reads it instead of querying, and while the
+//! database is known down, requests that need it are answered 503 at once
+//! instead of each waiting out its own timeout (a circuit breaker).
+//!
+//! The prober asks a separate ping thread to check the database every
+//! [`PROBE_INTERVAL`] and waits at most [`PROBE_TIMEOUT`] for the answer. A
+//! ping that does not come back in time (a server stopped with SIGSTOP, a
+//! network that drops packets) counts as a failure at once; the next ping is
+//! sent only when the stuck one returns, so pings never pile up.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::DbError;
+
+/// How often the database is checked.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one check may take before the database counts as not answering:
+/// long enough that a busy machine does not open the breaker by mistake.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The state of the database as last seen.
+pub struct DbHealth {
+    /// Read on every request that needs the database: one atomic load.
+    down: AtomicBool,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    /// When a check last succeeded.
+    last_success: Option<SystemTime>,
+    /// Why the last check failed, while the database is down.
+    reason: Option<String>,
+    /// When the last check ended.
+    checked_at: Option<SystemTime>,
+}
+
+/// A snapshot for `/health`.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub healthy: bool,
+    /// Why the database counts as down (never a secret: the driver's message).
+    pub reason: Option<String>,
+    pub last_success: Option<SystemTime>,
+    pub checked_at: Option<SystemTime>,
+}
+
+impl DbHealth {
+    /// A state that starts healthy: start-up has just connected and migrated.
+    pub fn new() -> DbHealth {
+        let now = SystemTime::now();
+        DbHealth {
+            down: AtomicBool::new(false),
+            seen: Mutex::new(Seen { last_success: Some(now), reason: None, checked_at: Some(now) }),
+        }
+    }
+
+    /// Whether requests that need the database should be refused at once.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// What `/health` reports.
+    pub fn report(&self) -> HealthReport {
+        let seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        HealthReport {
+            healthy: !self.is_down(),
+            reason: seen.reason,
+            last_success: seen.last_success,
+            checked_at: seen.checked_at,
+        }
+    }
+
+    /// Records one check; logs once per change between up and down.
+    pub fn record(&self, result: Result<(), String>) {
+        let now = SystemTime::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.checked_at = Some(now);
+        match result {
+            Ok(()) => {
+                seen.last_success = Some(now);
+                seen.reason = None;
+                if self.down.swap(false, Ordering::Relaxed) {
+                    log::warn!("database answering again: requests that need it are served");
+                }
+            }
+            Err(reason) => {
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    log::error!("database not answering ({reason}): requests that need it get 503 until it does");
+                }
+                seen.reason = Some(reason);
+            }
+        }
+    }
+
+    /// Starts the prober: every [`PROBE_INTERVAL`] `ping` runs on a thread of
+    /// its own and the outcome is recorded here, until `ping` returns `None`
+    /// (the database is gone: the service is stopping).
+    pub fn start_prober(
+        health: std::sync::Arc<DbHealth>,
+        ping: impl Fn() -> Option<Result<(), DbError>> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (ask, asked) = mpsc::channel::<()>();
+        let (answer, answers) = mpsc::channel::<Result<(), DbError>>();
+        thread::Builder::new().name("db-ping".into()).spawn(move || {
+            for () in asked {
+                let Some(result) = ping() else { return };
+                if answer.send(result).is_err() {
+                    return;
+                }
+            }
+        })?;
+        thread::Builder::new().name("db-prober".into()).spawn(move || {
+            loop {
+                if ask.send(()).is_err() {
+                    return;
+                }
+                let started = Instant::now();
+                match answers.recv_timeout(PROBE_TIMEOUT) {
+                    Ok(result) => health.record(result.map_err(|e| e.to_string())),
+                    Err(RecvTimeoutError::Timeout) => {
+                        health.record(Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())));
+                        // Wait for the stuck ping before asking again.
+                        match answers.recv() {
+                            Ok(result) => health.record(
+                                result
+                                    .map_err(|e| e.to_string())
+                                    .map_err(|e| format!("{e} (after {} ms)", started.elapsed().as_millis())),
+                            ),
+                            Err(_) => return,
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                thread::sleep(PROBE_INTERVAL);
+            }
+        })?;
+        Ok(())
+    }
+}
+
+impl Default for DbHealth {
+    fn default() -> DbHealth {
+        DbHealth::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_failed_check_opens_the_breaker_and_a_success_closes_it() {
+        let health = DbHealth::new();
+        assert!(!health.is_down());
+
+        health.record(Err("connection refused".into()));
+        let down = health.report();
+        health.record(Ok(()));
+
+        assert!(!down.healthy);
+        assert_eq!(down.reason.as_deref(), Some("connection refused"));
+        assert!(!health.is_down());
+        assert!(health.report().reason.is_none());
+    }
+
+    #[test]
+    fn a_ping_that_hangs_counts_as_down_within_the_timeout() {
+        let health = Arc::new(DbHealth::new());
+        let (release, released) = mpsc::channel::<()>();
+        DbHealth::start_prober(Arc::clone(&health), move || {
+            let _ = released.recv_timeout(Duration::from_secs(3));
+            Some(Ok(()))
+        })
+        .unwrap();
+
+        thread::sleep(PROBE_TIMEOUT + Duration::from_millis(200));
+        let while_hung = health.is_down();
+        release.send(()).unwrap();
+        thread::sleep(Duration::from_millis(100));
+
+        assert!(while_hung, "a hung ping was not noticed");
+        assert!(!health.is_down(), "the answer that finally came closed the breaker");
+    }
+}
