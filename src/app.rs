@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::cache::CredentialCache;
-use crate::auth::secrets::{self, BcryptSlots, DummyHash};
+use crate::auth::secrets::{self, BcryptPool, BcryptSlots, DummyHash};
 use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
@@ -31,6 +31,8 @@ pub enum StartupError {
     Secret(String),
     /// The server stopped because its listener failed.
     Stopped(String),
+    /// A thread of the service could not be started.
+    Thread { name: &'static str, cause: std::io::Error },
 }
 
 impl fmt::Display for StartupError {
@@ -43,6 +45,7 @@ impl fmt::Display for StartupError {
             StartupError::Seed(err) => write!(f, "cannot store start-up data: {err}"),
             StartupError::Secret(err) => f.write_str(err),
             StartupError::Stopped(cause) => write!(f, "server stopped: {cause}"),
+            StartupError::Thread { name, cause } => write!(f, "cannot start the {name} thread(s): {cause}"),
         }
     }
 }
@@ -79,6 +82,8 @@ impl Application {
             dummy_hash: DummyHash::new(config.bcrypt_cost),
             credentials: CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?),
             bcrypt_slots: BcryptSlots::new(config.workers / 2),
+            bcrypt: BcryptPool::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .map_err(|cause| StartupError::Thread { name: "bcrypt", cause })?,
             bcrypt_cost: config.bcrypt_cost,
             users: UserDirectory::load(&db)?,
         };
@@ -97,9 +102,9 @@ impl Application {
         // the service stops.
         let probed = Arc::downgrade(&state);
         DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_TIMEOUT)))
-            .map_err(|cause| StartupError::Listen { addr: "database prober thread".into(), cause })?;
+            .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
-            .map_err(|cause| StartupError::Listen { addr: "worker threads".into(), cause })?;
+            .map_err(|cause| StartupError::Thread { name: "HTTP worker", cause })?;
         log::info!(
             "pizza-api {} listening on http://{} ({} database, {workers} workers)",
             env!("CARGO_PKG_VERSION"),

@@ -19,7 +19,7 @@ use crate::clock;
 use crate::db::Db;
 use crate::rest::{ApiError, Request};
 use cache::CredentialCache;
-use secrets::{BcryptSlots, DummyHash};
+use secrets::{BcryptPool, BcryptSlots, DummyHash};
 use users::{Lookup, UserDirectory};
 
 /// The scope every change (create, update, delete) needs.
@@ -35,6 +35,8 @@ pub struct Auth {
     pub credentials: CredentialCache,
     /// How many token requests may run bcrypt at once (half the workers).
     pub bcrypt_slots: BcryptSlots,
+    /// Where bcrypt runs: low-priority threads, so floods cannot starve reads.
+    pub bcrypt: BcryptPool,
     /// bcrypt cost for new client secrets.
     pub bcrypt_cost: u32,
     /// Every user and their current role.

@@ -2,8 +2,10 @@
 //! source, hashing them with bcrypt, and checking a presented secret in
 //! constant work whether or not the client exists.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,6 +95,69 @@ impl Drop for BcryptSlot<'_> {
     }
 }
 
+/// A bcrypt job for the low-priority threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The nice value of the bcrypt threads: the lowest priority, so that the
+/// scheduler runs every other request first and bcrypt only on spare CPU.
+const BCRYPT_NICE: i32 = 19;
+
+/// Threads that run bcrypt at the lowest CPU priority. A flood of token
+/// requests with wrong secrets then costs only CPU nothing else wants: reads
+/// and writes keep their latency (the slots still bound how many workers
+/// wait here). One thread per core; a thread that cannot lower its priority
+/// (a platform without per-thread nice) runs at normal priority and says so.
+pub struct BcryptPool {
+    jobs: Sender<Job>,
+}
+
+impl BcryptPool {
+    /// Starts `threads` low-priority threads (at least one).
+    pub fn start(threads: usize) -> std::io::Result<BcryptPool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            thread::Builder::new().name(format!("bcrypt-{i}")).spawn(move || run_jobs(&queue))?;
+        }
+        Ok(BcryptPool { jobs })
+    }
+
+    /// Runs `work` on a low-priority thread and waits for its result.
+    pub fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+        let (done, result) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.send(job).map_err(|_| "the bcrypt threads are gone".to_owned())?;
+        result.recv().map_err(|_| "a bcrypt thread failed".to_owned())
+    }
+}
+
+fn run_jobs(queue: &Mutex<Receiver<Job>>) {
+    lower_priority();
+    loop {
+        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // A panicking job must not take the thread with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (Linux: per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory.
+    let status = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, BCRYPT_NICE)
+    };
+    if status != 0 {
+        log::warn!("bcrypt runs at normal priority: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Whether `secret` matches `hash`. Without a hash (unknown client) the
 /// secret is checked against `dummy_hash`, made at the same cost, so the
 /// answer takes as long either way and reveals nothing about which client
@@ -120,6 +185,24 @@ mod tests {
         assert!(slots.try_take().is_none());
         drop(first);
         assert!(slots.try_take().is_some());
+    }
+
+    #[test]
+    fn the_pool_runs_work_at_the_lowest_priority() {
+        let pool = BcryptPool::start(1).unwrap();
+
+        let nice = pool
+            .run(|| {
+                // SAFETY: as in lower_priority.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::getpriority(libc::PRIO_PROCESS, tid)
+                }
+            })
+            .unwrap();
+
+        assert_eq!(nice, BCRYPT_NICE);
+        assert_eq!(pool.run(|| 2 + 2).unwrap(), 4);
     }
 
     #[test]

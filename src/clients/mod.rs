@@ -36,7 +36,9 @@ pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> 
     let input = NewClient::parse(&rq.json_body()?)?;
 
     let secret = secrets::new_client_secret().map_err(ApiError::Internal)?;
-    let hash = secrets::hash(&secret, auth.bcrypt_cost).map_err(ApiError::Internal)?;
+    let (to_hash, cost) = (secret.clone(), auth.bcrypt_cost);
+    let hash = auth.bcrypt.run(move || secrets::hash(&to_hash, cost)).map_err(ApiError::Internal)?;
+    let hash = hash.map_err(ApiError::Internal)?;
     let mut stored = None;
     for _ in 0..ID_ATTEMPTS {
         let id = secrets::new_client_id().map_err(ApiError::Internal)?;

@@ -171,7 +171,12 @@ fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Resul
                     credentials.basic,
                 ));
             };
-            let verified = secrets::verify(secret, stored_hash, auth.dummy_hash.get());
+            let (owned_secret, owned_hash) = (secret.to_owned(), stored_hash.map(str::to_owned));
+            let dummy = auth.dummy_hash.get().to_owned();
+            let verified = auth
+                .bcrypt
+                .run(move || secrets::verify(&owned_secret, owned_hash.as_deref(), &dummy))
+                .map_err(ApiError::Internal)?;
             if let (Some(hash), true) = (stored_hash, verified) {
                 auth.credentials.remember(id, secret, hash);
             }
