@@ -115,7 +115,9 @@ pub fn answer_at_once(state: &AppState, method: &Method, target: &str) -> Option
     let response = match (route, method) {
         (Route::Livez, Method::Get | Method::Head) => ops::health::livez(),
         (Route::Health, Method::Get | Method::Head) => ops::health::health(&state.db_health, state.db.driver_name()),
-        (Route::Metrics, Method::Get | Method::Head) => ops::metrics::render(&state.metrics, &state.db),
+        (Route::Metrics, Method::Get | Method::Head) => {
+            ops::metrics::render(&state.metrics, &state.db, &state.db_health)
+        }
         (Route::OpenApi, Method::Get | Method::Head) => ops::openapi(),
         (route, _) if route.needs_database() && state.db_health.is_down() => database_down(),
         _ => return None,
@@ -164,7 +166,7 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
     match (route, rq.method()) {
         (Route::Health, Get | Head) => Ok(ops::health::health(&state.db_health, db.driver_name())),
         (Route::Livez, Get | Head) => Ok(ops::health::livez()),
-        (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db)),
+        (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db, &state.db_health)),
         (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
 
         (Route::Token, Post) => clients::token::issue(db, auth, rq),

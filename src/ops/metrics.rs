@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use crate::db::Db;
+use crate::db::health::DbHealth;
 use crate::metrics::{
     BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES, HTTP_IN_FLIGHT, Metrics,
     POOL_WAIT_TIMEOUTS, counter, gauge, header, resident_memory_bytes, write_transport,
@@ -14,7 +15,7 @@ use crate::metrics::{
 use crate::rest::Response;
 
 /// `GET /metrics`.
-pub fn render(registry: &Metrics, db: &Db) -> Response {
+pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     registry.write_requests(&mut out);
 
@@ -55,6 +56,12 @@ pub fn render(registry: &Metrics, db: &Db) -> Response {
         "pizza_api_bcrypt_in_flight",
         "bcrypt hashes or checks running now.",
         BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "pizza_api_database_up",
+        "1 while the background check finds the database answering; 0 while routes that need it get 503 at once.",
+        u8::from(!health.is_down()),
     );
     write_transport(&mut out);
     if let Some(bytes) = resident_memory_bytes() {
