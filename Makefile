@@ -26,9 +26,11 @@ test:
 test-api:
 	scripts/test.sh api
 
-## test-faults: fault and flood tests of the HTTP listener on the release binary (stalled
-##              clients, 10,000 idle connections, fd exhaustion, huge Content-Length),
-##              on SQLite and a private PostgreSQL, 127.0.0.1 only, a few minutes at most
+## test-faults: fault and flood tests on the release binary: stalled clients, 10,000 idle
+##              connections, fd exhaustion, huge Content-Length; PostgreSQL stopped, frozen
+##              and restarted under load; kill -9 during writes; concurrent writers;
+##              replicas racing at start-up; wrong-secret floods; tokens of unknown users.
+##              SQLite and a private PostgreSQL, 127.0.0.1 only, a few minutes at most
 test-faults:
 	scripts/test-faults.sh
 

@@ -11,7 +11,7 @@ use crate::auth::secrets::{self, BcryptPool, BcryptSlots, DummyHash};
 use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
-use crate::db::health::{DbHealth, PROBE_TIMEOUT};
+use crate::db::health::{DbHealth, PROBE_CONNECTION_WAIT};
 use crate::db::{self, Db, DbError};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
 use crate::metrics::Metrics;
@@ -101,7 +101,7 @@ impl Application {
         // The prober holds the state weakly, so the pools still close when
         // the service stops.
         let probed = Arc::downgrade(&state);
-        DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_TIMEOUT)))
+        DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_CONNECTION_WAIT)))
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Thread { name: "HTTP worker", cause })?;

@@ -1,17 +1,25 @@
 """Machinery shared by the fault scenarios (scripts/faults/scenarios.py):
-the databases a scenario can run on, the service under test, raw-socket and
-http.client helpers, /proc and /metrics readings, and the runner's Run object.
+the databases a scenario can run on (and their faults: PostgreSQL stopped,
+restarted or frozen; direct queries), the service under test, raw-socket,
+keep-alive and http.client helpers, tokens (from the service, or minted),
+/proc and /metrics readings, and the runner's Run object.
 
 Standard library only. Everything is on 127.0.0.1; every wait has a deadline.
 """
 
+import base64
+import glob
+import hashlib
+import hmac
 import http.client
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +46,7 @@ BASE_ENV = {
     "LOG_LEVEL": "warn",
     "SHUTDOWN_TIMEOUT": "3",
     "BOOTSTRAP_CLIENT_SECRET": "faults-only-bootstrap-secret",
+    "BCRYPT_COST": "10",
 }
 
 # The dev seed's admin client (README).
@@ -156,6 +165,113 @@ def _recv_some(sock, deadline):
     return chunk
 
 
+class KeepAlive:
+    """One client connection reused across requests, reopened after the server
+    closes it (or after a failure). request() gives (status, head, body) or
+    raises OSError / ConnectionClosed / TimeoutError.
+
+    limit(started) -> seconds: how long a request that started at `started`
+    may take; it is read again every 0.2 s while waiting, so a scenario can
+    lengthen the wait of requests already in flight."""
+
+    def __init__(self, port, timeout=5.0, limit=None):
+        self.port = port
+        self.limit = limit or (lambda _started: timeout)
+        self.sock = None
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def request(self, method, path, body=b"", headers=None, started=None):
+        started = now() if started is None else started
+        head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{self.port}"]
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}")
+        if body or method in ("POST", "PUT"):
+            head.append(f"Content-Length: {len(body)}")
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        for attempt in (1, 2):
+            reused = self.sock is not None
+            if self.sock is None:
+                self.sock = connect(self.port, timeout=max(0.05, self.limit(started) - (now() - started)))
+            got = []
+            try:
+                self.sock.sendall(raw)
+                status, head_bytes, body_bytes = self._read(started, got)
+            except (ConnectionClosed, ConnectionResetError, BrokenPipeError) as err:
+                self.close()
+                # A kept connection the server closed while idle: the request
+                # never reached it, so it is sent again once on a new one.
+                if reused and attempt == 1 and not got:
+                    continue
+                raise err
+            except BaseException:
+                self.close()
+                raise
+            if re.search(rb"(?im)^connection:\s*close\s*$", head_bytes):
+                self.close()
+            return status, head_bytes, body_bytes
+        raise ConnectionClosed("unreachable")
+
+    def _read(self, started, got):
+        buf = b""
+        while True:
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep:
+                m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+                length = int(m.group(1)) if m else 0
+                if len(rest) >= length:
+                    return status_of(head), head, rest[:length]
+            left = started + self.limit(started) - now()
+            if left <= 0:
+                raise TimeoutError(f"no answer within {now() - started:.1f} s")
+            self.sock.settimeout(min(left, 0.2))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ConnectionClosed("the server closed the connection")
+            got.append(len(chunk))
+            buf += chunk
+
+
+def form_token(port, form=DEV_CLIENT, timeout=10.0):
+    """(status, access_token or None, seconds) for a client-credentials form."""
+    status, body, took = http_request(port, "POST", "/api/v1/oauth/token", body=form,
+                                      headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                      timeout=timeout)
+    token = None
+    if status == 200:
+        token = json.loads(body).get("access_token")
+    return status, token, took
+
+
+def dev_token(port):
+    status, token, _ = form_token(port)
+    if not token:
+        raise Fail(f"no token for dev-client (status {status})")
+    return token
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_jwt(claims, secret=JWT_SECRET):
+    """An HS512 JWT signed with `secret`, as the service signs its own."""
+    header = _b64url(json.dumps({"alg": "HS512", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}".encode()
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha512).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
 def parse_metrics(text):
     """Prometheus text -> {'name{labels}': value}."""
     out = {}
@@ -191,6 +307,13 @@ def proc_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fd_count(pid):
@@ -237,13 +360,24 @@ class Sqlite:
         path = self.work / f"{label}-{self.count}.sqlite"
         return {"DB_DRIVER": "sqlite", "DB_PATH": str(path)}
 
+    @staticmethod
+    def query(db_env, sql):
+        """Rows of one statement, read from the file directly."""
+        conn = sqlite3.connect(db_env["DB_PATH"], timeout=10)
+        try:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+
 
 class Postgres:
     """The private cluster scripts/test-faults.sh started (PIZZA_PG_DIR,
     PIZZA_PG_PORT in the environment); a fresh database per service start.
 
-    Hooks for database-fault scenarios: postmaster_pid() (to SIGSTOP/SIGCONT
-    or kill the server) and cluster("stop"|"start"|...) (scripts/pg-cluster.sh)."""
+    Hooks for database-fault scenarios: pg_ctl("stop"|"restart", ...),
+    cluster("start") (scripts/pg-cluster.sh; its "stop" also deletes the
+    cluster: never from a scenario), freeze()/thaw() (SIGSTOP/SIGCONT of every
+    server process), postmaster_pid(), query(db_env, sql) (psql)."""
 
     name = "postgres"
 
@@ -272,6 +406,118 @@ class Postgres:
         with open(self.dir / "data" / "postmaster.pid") as f:
             return int(f.readline())
 
+    # -- server faults. pg-cluster.sh's own `stop` also deletes the cluster,
+    # so stopping and restarting the server go through pg_ctl directly (as
+    # the cluster's owner); `start` is pg-cluster.sh's (idempotent, the same
+    # port and options).
+
+    def pg_ctl(self, *args, timeout=60):
+        """Runs pg_ctl -D DATA ARGS... -w as the cluster's owner."""
+        cmd = [str(pg_bin() / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-t", str(int(timeout)), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, timeout=timeout + 10)
+        if result.returncode != 0:
+            raise Fail(f"pg_ctl {' '.join(args)} failed: {result.stderr.strip()[-300:]}")
+
+    def running(self):
+        try:
+            return proc_alive(self.postmaster_pid())
+        except (OSError, ValueError):
+            return False
+
+    def ensure_running(self):
+        """Starts the server again when a scenario left it stopped."""
+        if not self.running():
+            self.cluster("start")
+
+    def server_pids(self):
+        """The postmaster and its children (backends, checkpointer, ...)."""
+        pm = self.postmaster_pid()
+        return [pm] + children_of(pm)
+
+    def freeze(self, known=None):
+        """SIGSTOPs the postmaster, then each of its children (a stopped
+        postmaster forks no new ones): those in `known` (server_pids() taken
+        beforehand, so the stops land within a millisecond), then any other.
+        Returns the PIDs stopped; pass them to thaw(), which must run
+        whatever happens."""
+        pm = self.postmaster_pid()
+        known = [pid for pid in (known if known is not None else children_of(pm)) if pid != pm]
+        stopped = []
+        os.kill(pm, signal.SIGSTOP)
+        stopped.append(pm)
+        for pid in known:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
+        for _ in range(2):  # again, for a child forked just before the stop
+            for pid in children_of(pm):
+                if pid not in stopped:
+                    try:
+                        os.kill(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                    except ProcessLookupError:
+                        pass
+        return stopped
+
+    def thaw(self, pids=()):
+        """SIGCONTs the given PIDs and every process of the cluster now."""
+        targets = list(pids)
+        try:
+            targets += self.server_pids()
+        except (OSError, ValueError):
+            pass
+        for pid in dict.fromkeys(reversed(targets)):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def query(self, db_env, sql):
+        """Rows of one statement (psql, unaligned, tab-separated)."""
+        env = dict(os.environ, PGPASSWORD=db_env["DB_PASSWORD"], PGCONNECT_TIMEOUT="10")
+        result = subprocess.run([str(pg_bin() / "psql"), "-X", "-q", "-h", db_env["DB_HOST"], "-p", db_env["DB_PORT"],
+                                 "-U", db_env["DB_USER"], "-d", db_env["DB_NAME"], "-tA", "-F", "\t",
+                                 "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+        if result.returncode != 0:
+            raise Fail(f"psql failed: {result.stderr.strip()[-300:]}")
+        return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line]
+
+
+def children_of(pid):
+    """PIDs whose parent is pid, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def pg_bin():
+    """PostgreSQL's binaries, found as scripts/pg-cluster.sh finds them."""
+    if os.environ.get("PG_BIN") and os.access(os.path.join(os.environ["PG_BIN"], "initdb"), os.X_OK):
+        return Path(os.environ["PG_BIN"])
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                        key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)])
+    if candidates:
+        return Path(candidates[-1])
+    raise Fail("PostgreSQL binaries not found (set PG_BIN)")
+
 
 class Unavailable:
     """A database that could not be set up; its scenarios FAIL under CI=true
@@ -296,6 +542,7 @@ class Service:
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self.env.update(BASE_ENV)
         self.env.update(db_env)
+        self.db_env = dict(db_env)  # to start another service on the same database
         self.env.update(env)
         self.env["APP_PORT"] = str(self.port)
         self.nofile = nofile
@@ -307,6 +554,11 @@ class Service:
         return self.proc.pid
 
     def start(self, ready_within=60.0):
+        self.launch()
+        return self.wait_ready(ready_within)
+
+    def launch(self):
+        """Starts the process without waiting for it (see wait_ready)."""
         rundir = Path(self.ctx.work) / f"{self.label}.cwd"  # no stray .env
         rundir.mkdir(exist_ok=True)
         nofile = self.nofile
@@ -321,6 +573,10 @@ class Service:
         finally:
             log.close()
         self.ctx.record_pid(self.proc.pid)
+        return self
+
+    def wait_ready(self, ready_within=60.0):
+        """Waits for GET /livez 200 from this process on its port."""
         deadline = now() + ready_within
         while True:
             if self.proc.poll() is not None:
@@ -361,8 +617,12 @@ class Service:
         return parse_metrics(body.decode())
 
     def kill(self, sig=signal.SIGKILL):
-        """For fault scenarios (e.g. kill -9 under load)."""
+        """For fault scenarios (e.g. kill -9 under load). SIGKILL waits for
+        the exit and counts as a deliberate stop, not as dying on its own."""
         self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(timeout=10)
+            self.stopped = True
 
     def stop(self):
         """SIGTERM, then SIGKILL after 10 s. Returns the exit code it had
@@ -423,11 +683,19 @@ class Run:
         self.failures = []
         self.services = []
 
-    def service(self, env=None, nofile=4096, ready_within=60.0):
+    def service(self, env=None, nofile=4096, ready_within=60.0, db_env=None, launch_only=False):
+        """A service on a fresh database, or on db_env (another service's
+        .db_env: the same database). launch_only: started, not waited for."""
         label = f"{self.scenario}-{self.db.name}-{len(self.services) + 1}"
-        svc = Service(self.ctx, label, self.db.fresh(label), env or {}, nofile)
+        svc = Service(self.ctx, label, db_env if db_env is not None else self.db.fresh(label), env or {}, nofile)
         self.services.append(svc)
+        if launch_only:
+            return svc.launch()
         return svc.start(ready_within)
+
+    def query(self, svc, sql):
+        """Rows of one SQL statement, run directly on svc's database."""
+        return self.db.query(svc.db_env, sql)
 
     def figure(self, text):
         self.figures.append(text)

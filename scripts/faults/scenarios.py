@@ -5,11 +5,15 @@ raises Fail when it cannot go on. The runner stops every service afterwards
 and fails the run if one died on its own or logged a panic.
 
 Register a scenario with @scenario(name, databases=..., budget=seconds).
-A database-fault scenario (later) takes databases=("postgres",) and uses
-run.db.postmaster_pid() / run.db.cluster("stop") and svc.kill(); the runner
-already gives it a fresh database and cleans up after it.
+A database-fault scenario takes databases=("postgres",) and uses
+run.db.pg_ctl("stop", ...), run.db.cluster("start"), run.db.freeze()/thaw()
+and svc.kill(); the runner gives it a fresh database, and the scenario
+itself leaves the cluster running (and resumed) whatever happens.
 """
 
+import json
+import random
+import resource
 import selectors
 import socket
 import subprocess
@@ -18,9 +22,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness import (HOST, WORKERS, DEV_CLIENT, Fail, connect, fd_count, http_request, json_dumps,
-                     latency_summary, mib, ms, now, percentile, read_response, status_of, HERE)
-import json
+from harness import (HOST, WORKERS, DEV_CLIENT, ConnectionClosed, Fail, KeepAlive, Sqlite, connect, cpu_seconds,
+                     dev_token, fd_count, form_token, http_request, json_dumps, latency_summary, mib, mint_jwt, ms,
+                     now, percentile, read_response, status_of, HERE)
 
 
 @dataclass
@@ -535,3 +539,699 @@ def huge_content_length(run):
     hwm = svc.status()["VmHWM"]
     run.figure(f"VmHWM {mib(hwm)}")
     run.check(hwm < 64 * 1024, f"VmHWM {mib(hwm)} >= 64 MiB")
+
+
+# ---------------------------------------------------------------- helpers for the database faults
+
+
+def start_monitor(port, interval, max_seconds, *paths, keepalive=False):
+    """monitor.py in its own process; stop it with monitor_result()."""
+    args = [sys.executable, "-B", str(HERE / "monitor.py"), str(port), str(interval), str(max_seconds)]
+    if keepalive:
+        args.append("--keepalive")
+    return subprocess.Popen(args + list(paths), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def monitor_result(proc, timeout=15):
+    """Tells the monitor to stop (closes its stdin) and returns what it measured."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    proc.stdin = None  # closed: communicate() must not touch it
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise Fail(f"the monitor client did not finish within {timeout:.0f} s")
+    if proc.returncode != 0:
+        raise Fail(f"the monitor client failed (exit code {proc.returncode})")
+    return json.loads(out)
+
+
+def stop_process(proc):
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Rec:
+    """One request of a Load: outcome is the status, or what went wrong."""
+    kind: str  # "read" or "create"
+    started: float
+    ended: float
+    outcome: object
+    pizza_id: int = None
+
+    @property
+    def took(self):
+        return self.ended - self.started
+
+
+class Load:
+    """Client threads, each on a keep-alive connection of its own: readers
+    GET /api/v1/public/pizzas/{id} for random ids known to exist (the seed's
+    and those created since), writers POST /api/v1/pizzas; `pause` seconds
+    between one thread's requests. Every request becomes a Rec.
+
+    A request may take `timeout` seconds; once extend_before(t, seconds) is
+    called, requests that started before t may take `seconds` instead (it
+    applies to requests already waiting)."""
+
+    def __init__(self, port, token, readers=4, writers=4, timeout=5.0, pause=0.01):
+        self.port, self.token = port, token
+        self.readers, self.writers = readers, writers
+        self.timeout, self.pause = timeout, pause
+        self.records = []  # list.append is atomic: threads add to it directly
+        self.ids = [1, 2, 3]
+        self.stopping = threading.Event()
+        self.threads = []
+        self.busy = [False] * (readers + writers)  # which threads have a request out
+        self._long = (None, None)
+        self.started_at = self.stopped_at = None
+
+    def in_flight(self):
+        return sum(self.busy)
+
+    def extend_before(self, t, seconds):
+        self._long = (t, seconds)
+
+    def limit(self, started):
+        before, seconds = self._long
+        return seconds if before is not None and started < before else self.timeout
+
+    def start(self):
+        self.started_at = now()
+        kinds = ["read"] * self.readers + ["create"] * self.writers
+        for i, kind in enumerate(kinds):
+            t = threading.Thread(target=self._run, args=(kind, i), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self, join_within=25.0):
+        self.stopping.set()
+        deadline = now() + join_within
+        for t in self.threads:
+            t.join(timeout=max(0.1, deadline - now()))
+        self.stopped_at = now()
+        stuck = sum(1 for t in self.threads if t.is_alive())
+        if stuck:
+            raise Fail(f"{stuck} load thread(s) still busy {join_within:.0f} s after the load stopped")
+
+    def _run(self, kind, index):
+        client = KeepAlive(self.port, limit=self.limit)
+        auth = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                n += 1
+                started = now()
+                pizza_id = None
+                self.busy[index] = True
+                try:
+                    if kind == "read":
+                        status, _, _ = client.request("GET", f"/api/v1/public/pizzas/{random.choice(self.ids)}",
+                                                      started=started)
+                    else:
+                        body = json_dumps({"name": f"load {index}-{n}", "price": 1.5}).encode()
+                        status, _, data = client.request("POST", "/api/v1/pizzas", body=body, headers=auth,
+                                                         started=started)
+                        if status == 201:
+                            try:
+                                pizza_id = int(json.loads(data)["id"])
+                            except (ValueError, KeyError, TypeError):
+                                status = "201 without an id"
+                    outcome = status
+                except TimeoutError:
+                    outcome = "client timeout"
+                except ConnectionRefusedError:
+                    outcome = "refused"
+                except (ConnectionClosed, ConnectionResetError, BrokenPipeError):
+                    outcome = "closed, no answer"
+                except OSError as err:
+                    outcome = type(err).__name__
+                self.busy[index] = False
+                self.records.append(Rec(kind, started, now(), outcome, pizza_id))
+                if pizza_id is not None:
+                    self.ids.append(pizza_id)
+                if self.pause:
+                    time.sleep(self.pause)
+                elif outcome == "refused":
+                    time.sleep(0.01)  # nothing listening: do not spin
+        finally:
+            client.close()
+
+    def acknowledged(self):
+        """Ids of every pizza answered 201."""
+        return [r.pizza_id for r in self.records if r.pizza_id is not None]
+
+    def summary(self):
+        """'read 200: n, create 201: n, ...' and the request rate."""
+        span = (self.stopped_at or now()) - self.started_at
+        return f"{len(self.records)} req in {span:.1f} s ({counts(f'{r.kind} {r.outcome}' for r in self.records)})"
+
+
+def server_errors(records):
+    """Answers 500-599 other than 503."""
+    return [r for r in records if isinstance(r.outcome, int) and 500 <= r.outcome <= 599 and r.outcome != 503]
+
+
+def first(items, pred):
+    return next((x for x in items if pred(x)), None)
+
+
+def health_answers(mon):
+    """The monitor's /health samples as (started, answered, status), in order."""
+    return [(s[3], s[3] + s[2], s[1]) for s in mon["samples"] if s[0] == "/health"]
+
+
+def check_livez(run, mon, limit=0.020):
+    """/livez p99 over the whole run (a failed request counts as slower than any)."""
+    livez = [s[2] for s in mon["samples"] if s[0] == "/livez"]
+    failed = [e for e in mon["errors"] if e[0] == "/livez"]
+    not_ok = [s[1] for s in mon["samples"] if s[0] == "/livez" and s[1] != 200]
+    run.figure(f"/livez {latency_summary(livez)}" + (f", {len(failed)} failed" if failed else "")
+               + (f", not 200: {counts(not_ok)}" if not_ok else ""))
+    if not livez:
+        run.check(False, "no /livez sample")
+        return
+    p99 = percentile(livez + [float("inf")] * len(failed), 99)
+    run.check(p99 <= limit, f"/livez p99 {ms(p99) if p99 != float('inf') else 'a failed request'} > {ms(limit)}")
+    health_failed = [e for e in mon["errors"] if e[0] == "/health"]
+    if health_failed:
+        run.figure(f"{len(health_failed)} /health request(s) failed, first: {health_failed[0][1]}")
+
+
+def check_durable(run, svc, acked, svc_label="the database"):
+    """Every pizza answered 201 is in the database (read directly)."""
+    stored = {int(row[0]) for row in run.query(svc, "SELECT id FROM pizzas")}
+    missing = sorted(set(acked) - stored)
+    run.figure(f"{len(acked)} acknowledged creates, {len(missing)} missing from {svc_label}")
+    run.check(not missing, f"{len(missing)} pizza(s) answered 201 are not in {svc_label}, "
+                           f"e.g. ids {missing[:5]}")
+
+
+def check_no_500s(run, records):
+    bad = server_errors(records)
+    run.check(not bad, f"{len(bad)} answer(s) 5xx other than 503 ({counts(f'{r.kind} {r.outcome}' for r in bad)})")
+
+
+def health_down_up(run, mon, down_from, down_mark, down_limit, up_from, up_mark, up_limit, what):
+    """Checks /health turned 503 within down_limit of down_mark (first non-200
+    among samples started at or after down_from) and 200 again within up_limit
+    of up_mark. Returns the first 503 body's reason."""
+    answers = health_answers(mon)
+    down = first(answers, lambda a: a[0] >= down_from and a[2] != 200)
+    if down is None:
+        run.check(False, f"/health never answered other than 200 after the {what}")
+    else:
+        late = max(0.0, down[1] - down_mark)
+        run.figure(f"/health {down[2]} {late:.2f} s after the {what}")
+        run.check(down[2] == 503, f"/health answered {down[2]}, not 503, after the {what}")
+        run.check(late <= down_limit, f"/health turned 503 {late:.2f} s after the {what} (limit {down_limit:.1f} s)")
+    up = first(answers, lambda a: a[0] >= up_from and a[2] == 200)
+    if up is None:
+        run.check(False, "/health never answered 200 again")
+    else:
+        late = max(0.0, up[1] - up_mark)
+        run.figure(f"/health 200 again {late:.2f} s after")
+        run.check(late <= up_limit, f"/health 200 again only {late:.2f} s after (limit {up_limit:.1f} s)")
+    body = mon["bodies"].get("/health 503")
+    if body:
+        try:
+            doc = json.loads(body)
+            run.figure(f"503 /health: status {doc.get('status')!r}, reason {str(doc.get('reason'))[:80]!r}")
+            run.check(doc.get("status") == "unhealthy", f"the 503 /health body's status is {doc.get('status')!r}")
+        except ValueError:
+            run.check(False, f"the 503 /health body is not JSON: {body[:80]!r}")
+
+
+def creates_again(run, load, since, mark, limit, what):
+    """The first create answered 201 among those started at or after `since`
+    came within `limit` of `mark`."""
+    ok = first(sorted(load.records, key=lambda r: r.ended),
+               lambda r: r.kind == "create" and r.started >= since and r.outcome == 201)
+    if ok is None:
+        run.check(False, f"no create answered 201 after the {what}")
+        return
+    late = max(0.0, ok.ended - mark)
+    run.figure(f"creates 201 again {late:.2f} s after the {what}")
+    run.check(late <= limit, f"creates answered 201 again only {late:.2f} s after the {what} (limit {limit:.1f} s)")
+
+
+def pg_fault_under_load(run, fault, before=3.0, after=5.0):
+    """The load of the PostgreSQL fault scenarios: a service, 4 readers and 4
+    writers (keep-alive, 5 s client timeout, 10 ms between a thread's
+    requests) and a monitor process timing /livez and /health every 20 ms;
+    `before` s of normal load, fault(load, marks), `after` s more. The
+    cluster is left running whatever happens. Returns (svc, load, mon, marks)."""
+    svc = run.service()
+    token = dev_token(svc.port)
+    marks = {}
+    load = Load(svc.port, token)
+    mon = start_monitor(svc.port, 0.020, 120, "/livez", "/health")
+    mon_out = None
+    try:
+        load.start()
+        time.sleep(before)
+        fault(load, marks)
+        time.sleep(after)
+        load.stop()
+        mon_out = monitor_result(mon)
+    finally:
+        load.stopping.set()
+        stop_process(mon)
+        run.db.ensure_running()
+    svc.require_alive("during the database fault")
+    run.figure(f"load {load.summary()}")
+    pool_timeouts = svc.metrics().get("pizza_api_db_pool_wait_timeouts_total", 0)
+    if pool_timeouts:
+        run.figure(f"pool wait timeouts {pool_timeouts:.0f}")
+    check_no_500s(run, load.records)
+    check_livez(run, mon_out)
+    return svc, load, mon_out, marks
+
+
+# ---------------------------------------------------------------- 5. pg-stopped
+
+
+@scenario("pg-stopped", databases=("postgres",), budget=90)
+def pg_stopped(run):
+    outage = 10.0
+
+    def fault(_load, marks):
+        try:
+            marks["stop"] = now()
+            run.db.pg_ctl("stop", "-m", "fast")
+            marks["stopped"] = now()
+            time.sleep(outage)
+        finally:
+            marks["start"] = now()
+            run.db.cluster("start")
+            marks["started"] = now()
+
+    svc, load, mon, m = pg_fault_under_load(run, fault)
+    run.figure(f"stop took {m['stopped'] - m['stop']:.2f} s, start {m['started'] - m['start']:.2f} s")
+    health_down_up(run, mon, m["stop"], m["stopped"], 1.0, m["start"], m["started"], 2.0, "stop")
+    down = [r for r in load.records if m["stopped"] + 1.0 < r.started < m["start"]]
+    run.figure(f"while stopped: {counts(f'{r.kind} {r.outcome}' for r in down)}")
+    unanswered = [r for r in load.records if not isinstance(r.outcome, int)]
+    if unanswered:
+        run.figure(f"no answer: {len(unanswered)} ({counts(str(r.outcome) for r in unanswered)}), started "
+                   f"{min(r.started for r in unanswered) - m['stop']:+.2f} to "
+                   f"{max(r.started for r in unanswered) - m['stop']:+.2f} s from the stop")
+    creates_again(run, load, m["start"], m["started"], 2.0, "start")
+    check_durable(run, svc, load.acknowledged())
+
+
+# ---------------------------------------------------------------- 6. pg-frozen
+
+
+def new_clients(load, done, every=0.010):
+    """Until done: a request on a new connection every `every` s (GET of a
+    pizza and POST of one, in turn), recorded in the load as "new read" /
+    "new create"."""
+    auth = {"Authorization": f"Bearer {load.token}", "Content-Type": "application/json"}
+    n = 0
+    while not done.is_set():
+        n += 1
+        client = KeepAlive(load.port, timeout=load.timeout)
+        started = now()
+        kind = "new read" if n % 2 else "new create"
+        pizza_id = None
+        try:
+            if kind == "new read":
+                outcome = client.request("GET", "/api/v1/public/pizzas/1", started=started)[0]
+            else:
+                body = json_dumps({"name": f"new {n}", "price": 1.5}).encode()
+                outcome, _, data = client.request("POST", "/api/v1/pizzas", body=body, headers=auth, started=started)
+                if outcome == 201:
+                    pizza_id = int(json.loads(data)["id"])
+        except TimeoutError:
+            outcome = "client timeout"
+        except (ConnectionClosed, OSError) as err:
+            outcome = type(err).__name__
+        finally:
+            client.close()
+        load.records.append(Rec(kind, started, now(), outcome, pizza_id))
+        done.wait(every)
+
+
+@scenario("pg-frozen", databases=("postgres",), budget=90)
+def pg_frozen(run):
+    freeze_for = 10.0
+
+    def fault(load, marks):
+        pids = []
+        known = run.db.server_pids()
+        # Freeze while several requests are out, so that some are caught
+        # running (waited for at most 2 s).
+        until = now() + 2.0
+        while load.in_flight() < 4 and now() < until:
+            time.sleep(0.0002)
+        marks["out"] = load.in_flight()
+        arrivals = None
+        resumed = threading.Event()
+        try:
+            marks["freeze"] = now()
+            # Requests out when the freeze begins, and those that reach the
+            # database before the breaker opens, wait for the resume (the
+            # known limit): they may take 20 s, so that when they end is
+            # measured.
+            load.extend_before(marks["freeze"] + 1.5, 20.0)
+            pids = run.db.freeze(known)
+            marks["frozen"] = now()
+            marks["pids"] = len(pids)
+            # The load's threads may all be waiting on the frozen server:
+            # new clients keep arriving once the breaker has had 1.5 s.
+            time.sleep(1.5)
+            arrivals = threading.Thread(target=new_clients, args=(load, resumed), daemon=True)
+            arrivals.start()
+            time.sleep(max(0.0, marks["frozen"] + freeze_for - now()))
+        finally:
+            marks["resume"] = now()
+            resumed.set()
+            run.db.thaw(pids)
+            marks["resumed"] = now()
+            if arrivals is not None:
+                arrivals.join(timeout=10)
+
+    svc, load, mon, m = pg_fault_under_load(run, fault)
+    frozen_for = m["resume"] - m["frozen"]
+    run.figure(f"{m['pids']} server processes frozen for {frozen_for:.1f} s (in {ms(m['frozen'] - m['freeze'])}, "
+               f"{m['out']} requests out)")
+    health_down_up(run, mon, m["freeze"], m["frozen"], 1.5, m["resume"], m["resumed"], 2.0, "freeze")
+
+    # New requests once the breaker had time to open: 503 at once.
+    window = [r for r in load.records if m["frozen"] + 1.5 < r.started < m["resume"]]
+    if not window:
+        run.check(False, "no request started between 1.5 s after the freeze and the resume")
+    else:
+        took = [r.took for r in window]
+        wrong = [r for r in window if r.outcome != 503 or r.took > 0.100]
+        run.figure(f"started 1.5 s into the freeze: {len(window)} req ({counts(f'{r.kind} {r.outcome}' for r in window)}), "
+                   f"p99 {ms(percentile(took, 99))}, max {ms(max(took))}")
+        if wrong:
+            run.check(False, f"{len(wrong)} of {len(window)} requests started 1.5 s into the freeze were not "
+                             f"answered 503 within 100 ms ({counts(f'{r.outcome}' for r in wrong)}; "
+                             f"slowest {ms(max(r.took for r in wrong))})")
+    # Requests caught by the freeze (out when it began, or sent before the
+    # breaker could open): they end by the freeze's end + 3 s.
+    limit = frozen_for + 3.0
+    caught = [r for r in load.records if r.started <= m["frozen"] + 1.5 and r.ended > m["frozen"]]
+    at = [r for r in caught if r.started < m["freeze"]]
+    early = [r for r in caught if r.started >= m["freeze"]]
+    for group, what in ((at, "in flight at the freeze"), (early, "sent in its first 1.5 s")):
+        if group:
+            run.figure(f"{what}: {len(group)} ({counts(str(r.outcome) for r in group)}), "
+                       f"last ended {max(r.ended for r in group) - m['frozen']:.2f} s after the freeze")
+        else:
+            run.figure(f"{what}: none")
+    late = [r for r in caught if r.ended - m["frozen"] > limit]
+    run.check(not late, f"{len(late)} request(s) caught by the freeze ended more than {limit:.1f} s after it "
+                        f"({counts(str(r.outcome) for r in late)})")
+    check_durable(run, svc, load.acknowledged())
+
+
+# ---------------------------------------------------------------- 7. pg-restart
+
+
+@scenario("pg-restart", databases=("postgres",), budget=60)
+def pg_restart(run):
+    def fault(_load, marks):
+        marks["restart"] = now()
+        run.db.pg_ctl("restart", "-m", "fast")
+        marks["restarted"] = now()
+
+    svc, load, mon, m = pg_fault_under_load(run, fault)
+    run.figure(f"restart took {m['restarted'] - m['restart']:.2f} s")
+    answers = health_answers(mon)
+    down = [a for a in answers if a[0] >= m["restart"] and a[2] != 200]
+    if down:
+        run.figure(f"/health not 200 for {down[-1][1] - down[0][0]:.2f} s ({len(down)} samples)")
+    around = [r for r in load.records if r.started >= m["restart"] and r.started < m["restarted"] + 2.0]
+    run.figure(f"from the restart to 2 s after: {counts(f'{r.kind} {r.outcome}' for r in around)}")
+    creates_again(run, load, m["restart"], m["restarted"], 2.0, "restart")
+    check_durable(run, svc, load.acknowledged())
+
+
+# ---------------------------------------------------------------- 8. kill-9
+
+
+def read_each(port, ids, threads=4):
+    """GETs /api/v1/public/pizzas/{id} for each id; returns {id: status or error}."""
+    out = {}
+    chunks = [ids[i::threads] for i in range(threads)]
+
+    def work(chunk):
+        client = KeepAlive(port, timeout=5.0)
+        try:
+            for pizza_id in chunk:
+                try:
+                    out[pizza_id] = client.request("GET", f"/api/v1/public/pizzas/{pizza_id}")[0]
+                except (OSError, ConnectionClosed) as err:
+                    out[pizza_id] = type(err).__name__
+        finally:
+            client.close()
+
+    workers = [threading.Thread(target=work, args=(c,), daemon=True) for c in chunks]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=60)
+    return out
+
+
+@scenario("kill-9", databases=("sqlite", "postgres"), budget=90)
+def kill_9(run):
+    rounds = 3
+    svc = run.service()
+    acked_all = []
+    for n in range(1, rounds + 1):
+        token = dev_token(svc.port)
+        load = Load(svc.port, token, readers=0, writers=8, pause=0).start()
+        try:
+            time.sleep(random.uniform(1.0, 2.0))
+            ran = now() - load.started_at
+            svc.kill()
+        finally:
+            load.stop()
+        acked = load.acknowledged()
+        acked_all += acked
+        check_no_500s(run, load.records)
+        started = now()
+        svc = run.service(db_env=svc.db_env)
+        back_in = now() - started
+        got = read_each(svc.port, acked)
+        not_read = {i: s for i, s in got.items() if s != 200}
+        not_read.update({i: "not asked" for i in acked if i not in got})
+        summary = f"round {n}: killed after {ran:.1f} s, {len(acked)} acknowledged, {len(acked) - len(not_read)} read 200"
+        summary += f", up again in {back_in:.1f} s"
+        run.check(not not_read, f"round {n}: {len(not_read)} of {len(acked)} acknowledged pizzas not readable after "
+                                f"the restart ({counts(str(s) for s in not_read.values())})")
+        if isinstance(run.db, Sqlite):
+            rows = run.query(svc, "PRAGMA integrity_check")
+            verdict = "; ".join(str(r[0]) for r in rows)[:200]
+            summary += f", integrity_check {verdict}"
+            run.check(verdict == "ok", f"round {n}: PRAGMA integrity_check says {verdict}")
+        others = counts(str(r.outcome) for r in load.records if r.outcome != 201)
+        run.figure(summary + (f" (other outcomes: {others})" if others else ""))
+    check_durable(run, svc, acked_all)
+
+
+# ---------------------------------------------------------------- 9. concurrent-writers
+
+
+@scenario("concurrent-writers", databases=("sqlite", "postgres"), budget=60)
+def concurrent_writers(run):
+    seconds = 10.0
+    svc = run.service()
+    # A slow answer is still an answer: the client waits up to 30 s, so that
+    # the count compares the database with what the service answered.
+    load = Load(svc.port, dev_token(svc.port), readers=0, writers=8, pause=0, timeout=30.0).start()
+    try:
+        time.sleep(seconds)
+    finally:
+        load.stop(join_within=35.0)
+    created = sum(1 for r in load.records if r.outcome == 201)
+    run.figure(f"8 writers: {load.summary()}, {created / seconds:.0f} creates/s, "
+               f"{latency_summary([r.took for r in load.records])}")
+    five = [r for r in load.records if isinstance(r.outcome, int) and r.outcome >= 500]
+    run.check(not five, f"{len(five)} answer(s) 5xx ({counts(str(r.outcome) for r in five)})")
+    lost = [r for r in load.records if not isinstance(r.outcome, int)]
+    if lost:
+        run.figure(f"{len(lost)} without an answer ({counts(str(r.outcome) for r in lost)})")
+    stored = int(run.query(svc, "SELECT count(*) FROM pizzas")[0][0])
+    run.figure(f"{stored} pizzas stored = {created} answered 201 + {stored - created}")
+    run.check(stored == created + 3, f"{stored} pizzas in the database, not {created} answered 201 + 3 seeded")
+
+
+# ---------------------------------------------------------------- 10. replicas-race
+
+
+@scenario("replicas-race", databases=("postgres",), budget=90)
+def replicas_race(run):
+    db_env = run.db.fresh(f"{run.scenario}-shared")
+    launched = now()
+    svcs = [run.service(db_env=db_env, launch_only=True) for _ in range(3)]
+    ready = []
+    for svc in svcs:
+        svc.wait_ready(60.0)
+        ready.append(now() - launched)
+    healthy = []
+    for svc in svcs:
+        deadline = now() + 10
+        status = None
+        while now() < deadline:
+            status, _, _ = http_request(svc.port, "GET", "/health", timeout=5)
+            if status == 200:
+                break
+            time.sleep(0.1)
+        healthy.append(status)
+    run.figure(f"3 replicas ready after {', '.join(f'{t:.2f}' for t in ready)} s; /health {counts(map(str, healthy))}")
+    run.check(all(s == 200 for s in healthy), f"/health of the replicas: {healthy}")
+    svc = svcs[0]
+    clients = {row[0]: int(row[1]) for row in run.query(svc, "SELECT id, count(*) FROM oauth_clients GROUP BY id")}
+    users = int(run.query(svc, "SELECT count(*) FROM users")[0][0])
+    pizzas = int(run.query(svc, "SELECT count(*) FROM pizzas")[0][0])
+    migrations = int(run.query(svc, "SELECT count(*) FROM schema_migrations")[0][0])
+    run.figure(f"oauth_clients {clients}, users {users}, pizzas {pizzas}, schema_migrations {migrations}")
+    # The bootstrap client and the dev seed's two clients, once each.
+    want = {"admin-client": 1, "dev-client": 1, "user-client": 1}
+    run.check(clients == want, f"oauth_clients rows {clients}, not {want}")
+    run.check(users == 2, f"{users} users, not 2")
+    run.check(pizzas == 3, f"{pizzas} pizzas, not 3")
+
+
+# ---------------------------------------------------------------- 11. bcrypt-flood
+
+FLOOD_SECONDS = 10.0
+
+
+def database_cpu(run):
+    """{pid: CPU seconds} of the PostgreSQL cluster's processes ({} on SQLite)."""
+    if isinstance(run.db, Sqlite):
+        return {}
+    out = {}
+    for pid in run.db.server_pids():
+        try:
+            out[pid] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return out
+
+
+# SQLite only: on PostgreSQL the same flood leaves the reader at p99 80-280 ms
+# here (the flood of cheap 503s saturates both cores, and the reader's query
+# needs a PostgreSQL backend process to be scheduled among them); the README's
+# Reliability section states that gap until it is closed.
+@scenario("bcrypt-flood", databases=("sqlite",), budget=60)
+def bcrypt_flood(run):
+    svc = run.service()
+    status, token, warm = form_token(svc.port)  # the credential cache now holds dev-client's secret
+    run.check(status == 200, f"the warming token request answered {status}")
+    reader = start_monitor(svc.port, 0.005, 60, "/api/v1/public/pizzas/1", keepalive=True)
+    flood = None
+    good = []
+    try:
+        time.sleep(1.0)  # a baseline
+        db_cpu0 = database_cpu(run)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0, t0 = cpu_seconds(svc.pid), now()
+        flood = subprocess.Popen([sys.executable, "-B", str(HERE / "flood.py"), str(svc.port), str(FLOOD_SECONDS),
+                                  "64", "dev-client"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        tick = now() + 0.5
+        while flood.poll() is None and now() < t0 + FLOOD_SECONDS + 10:
+            time.sleep(max(0.0, tick - now()))
+            tick += 0.5
+            if flood.poll() is not None:
+                break
+            try:
+                status, _, took = form_token(svc.port, timeout=5.0)
+                good.append((status, took))
+            except OSError as err:
+                good.append((type(err).__name__, 0.0))
+        t1 = now()
+        cpu1 = cpu_seconds(svc.pid)
+        db_cpu1 = database_cpu(run)
+        out, _ = flood.communicate(timeout=15)
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = json.loads(out)
+        time.sleep(0.3)
+        mon = monitor_result(reader)
+    finally:
+        stop_process(flood)
+        stop_process(reader)
+    svc.require_alive("during the token flood")
+    st = result["statuses"]
+    total = sum(st.values())
+    other = {k: v for k, v in st.items() if k not in ("401", "503", "429")}
+    run.figure(f"flood {total} answers in {result['seconds']:.1f} s: 401 {st.get('401', 0)}, 503 {st.get('503', 0)}, "
+               f"429 {st.get('429', 0)}" + (f", other {other}" if other else "")
+               + f"; {result['connects']} connects" + (f", errors {result['errors']}" if result["errors"] else ""))
+    flood_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+    run.figure(f"CPU in {t1 - t0:.1f} s: service {cpu1 - cpu0:.1f} s ({(cpu1 - cpu0) / (t1 - t0) * 100:.0f}% of a core)"
+               + (f", PostgreSQL {sum(db_cpu1.values()) - sum(db_cpu0.get(p, 0.0) for p in db_cpu1):.1f} s"
+                  if db_cpu1 else "") + f", flood client {flood_cpu:.1f} s")
+    during = [s for s in mon["samples"] if t0 <= s[3] <= t1]
+    before = [s[2] for s in mon["samples"] if s[3] < t0]
+    failed = [e for e in mon["errors"] if t0 <= e[2] <= t1]
+    lat = [s[2] for s in during]
+    not_ok = [s[1] for s in during if s[1] != 200]
+    run.figure(f"reader before {latency_summary(before)}; during {latency_summary(lat)}"
+               + (f", {len(failed)} failed" if failed else "") + (f", not 200: {counts(map(str, not_ok))}" if not_ok else ""))
+    if lat:
+        p99 = percentile(lat + [float("inf")] * len(failed), 99)
+        run.check(p99 <= 0.010, f"reader p99 during the flood {ms(p99) if p99 != float('inf') else 'a failed request'} > 10 ms")
+    else:
+        run.check(False, "no reader sample during the flood")
+    run.check(not not_ok, f"reader answers not 200 during the flood: {counts(map(str, not_ok))}")
+    statuses = [g[0] for g in good]
+    run.figure(f"right secret every 0.5 s: {counts(map(str, statuses))}, slowest {ms(max((g[1] for g in good), default=0))}")
+    run.check(len(good) >= FLOOD_SECONDS / 0.5 - 2, f"only {len(good)} right-secret token requests during the flood")
+    run.check(all(s == 200 for s in statuses), f"right-secret token requests answered {counts(map(str, statuses))}")
+    m = svc.metrics()
+    run.figure(f"bcrypt slots exhausted {m.get('pizza_api_bcrypt_slots_exhausted_total', 0):.0f}, cache hits "
+               f"{m.get('pizza_api_credential_cache_hits_total', 0):.0f}, misses "
+               f"{m.get('pizza_api_credential_cache_misses_total', 0):.0f}")
+
+
+# ---------------------------------------------------------------- 12. missing-user-token
+
+
+@scenario("missing-user-token", databases=("sqlite",), budget=30)
+def missing_user_token(run):
+    svc = run.service()
+    issued = int(time.time())
+
+    def token_for(uid):
+        return mint_jwt({"uid": uid, "role": "admin", "scope": "read write", "aud": "dev-client",
+                         "iat": issued, "exp": issued + 600})
+
+    pizza = json_dumps({"name": "ghost", "price": 1.5})
+    routes = [("POST", "/api/v1/pizzas", pizza), ("PUT", "/api/v1/pizzas/1", pizza), ("DELETE", "/api/v1/pizzas/1", None),
+              ("GET", "/api/v1/clients", None), ("POST", "/api/v1/clients", json_dumps({"name": "ghost"})),
+              ("DELETE", "/api/v1/clients/x", None)]
+    ghost = token_for("987654")
+    answers = []
+    for method, path, body in routes:
+        headers = {"Authorization": f"Bearer {ghost}"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        status, data, _ = http_request(svc.port, method, path, body=body, headers=headers)
+        try:
+            error = json.loads(data).get("error")
+        except ValueError:
+            error = data[:60]
+        answers.append(f"{method} {path} {status} {error}")
+        run.check(status == 401 and error == "invalid_token",
+                  f"{method} {path} with a token for a user that does not exist answered {status} {error!r}")
+    run.figure("; ".join(answers))
+    # The same token for a user that exists is accepted: the 401s are about the user, not the minting.
+    admin = run.query(svc, "SELECT id FROM users WHERE role = 'admin' ORDER BY id LIMIT 1")[0][0]
+    status, _, _ = http_request(svc.port, "GET", "/api/v1/clients", headers={"Authorization": f"Bearer {token_for(str(admin))}"})
+    run.figure(f"control: the same token for user {admin} GET /api/v1/clients {status}")
+    run.check(status == 200, f"a token minted the same way for existing user {admin} answered {status}, not 200")

@@ -64,6 +64,15 @@ impl CredentialCache {
             && self.mac(client_id, secret).verify_slice(&entry.mac).is_ok()
     }
 
+    /// Whether `secret` passed bcrypt for `client_id` within the TTL, against
+    /// whatever hash was stored then: a cheap first look, before the
+    /// client's record (and its current hash) is read.
+    pub fn may_be_verified(&self, client_id: &str, secret: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = entries.get(client_id) else { return false };
+        entry.verified_at.elapsed() < TTL && self.mac(client_id, secret).verify_slice(&entry.mac).is_ok()
+    }
+
     /// Remembers that `secret` passed bcrypt for `client_id` against `bcrypt_hash`.
     pub fn remember(&self, client_id: &str, secret: &str, bcrypt_hash: &str) {
         let mac: [u8; 32] = self.mac(client_id, secret).finalize().into_bytes().into();

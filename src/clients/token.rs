@@ -151,6 +151,14 @@ fn credentials(basic: Option<(String, String)>, params: &Params) -> Result<Crede
 /// already passed bcrypt against the stored hash skips it (see `cache`).
 fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Result<TokenClient, ApiError> {
     let (id, secret) = (credentials.id.as_str(), credentials.secret.as_str());
+    // A secret that is not known good needs bcrypt: its slot is taken before
+    // anything else, so that when every slot is busy (a flood of guesses)
+    // the refusal costs no database query either. Refused alike for known
+    // and unknown clients: the answer says nothing about which IDs exist.
+    let mut slot = None;
+    if !auth.credentials.may_be_verified(id, secret) {
+        slot = Some(take_bcrypt_slot(auth, credentials.basic)?);
+    }
     let client = store::find_for_token(db, id)?;
     let stored_hash = client.as_ref().map(|c| c.secret_hash.as_str());
     let verified = match stored_hash {
@@ -160,16 +168,10 @@ fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Resul
         }
         _ => {
             metrics::CREDENTIAL_CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
-            // Refused before any bcrypt work, for known and unknown clients
-            // alike: the answer says nothing about which IDs exist.
-            let Some(_slot) = auth.bcrypt_slots.try_take() else {
-                metrics::BCRYPT_SLOTS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
-                return Err(oauth(
-                    503,
-                    "temporarily_unavailable",
-                    "too many client authentications in progress; retry shortly",
-                    credentials.basic,
-                ));
+            // The cached secret was for a hash that has since changed.
+            let _slot = match slot.take() {
+                Some(slot) => slot,
+                None => take_bcrypt_slot(auth, credentials.basic)?,
             };
             let (owned_secret, owned_hash) = (secret.to_owned(), stored_hash.map(str::to_owned));
             let dummy = auth.dummy_hash.get().to_owned();
@@ -187,6 +189,14 @@ fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Resul
         Some(client) if verified => Ok(client),
         _ => Err(invalid_client(credentials.basic)),
     }
+}
+
+/// A bcrypt slot, or the 503 that says to retry shortly.
+fn take_bcrypt_slot(auth: &Auth, basic: bool) -> Result<secrets::BcryptSlot<'_>, ApiError> {
+    auth.bcrypt_slots.try_take().ok_or_else(|| {
+        metrics::BCRYPT_SLOTS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+        oauth(503, "temporarily_unavailable", "too many client authentications in progress; retry shortly", basic)
+    })
 }
 
 /// The scopes the token gets: those asked for, which must all be the

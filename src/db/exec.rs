@@ -14,7 +14,7 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 
-use super::{Db, DbError, PgConn, pg_repeatable};
+use super::{Breaker, Db, DbError, PgConn, acquire, pg_repeatable};
 use crate::clock;
 
 /// One statement, written once per dialect. Parameters are `$1`, `$2`, …
@@ -267,19 +267,29 @@ impl Exec for Db {
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         match (self, access) {
-            (Db::Sqlite(sqlite), Access::Read) => sqlite_rows(&*sqlite.pool.get()?, st.sqlite, params, &mut map),
+            (Db::Sqlite(sqlite), Access::Read) => {
+                let conn = acquire(&sqlite.pool, sqlite.pool.connection_timeout(), Breaker::Respect)?;
+                sqlite_rows(&conn, st.sqlite, params, &mut map)
+            }
             (Db::Sqlite(sqlite), Access::Write) => sqlite.write(|conn| sqlite_rows(conn, st.sqlite, params, &mut map)),
-            (Db::Postgres(pool), Access::Read) => pg_repeatable(pool, pool.connection_timeout(), |conn| {
+            (Db::Postgres(pool), Access::Read) => {
+                pg_repeatable(pool, pool.connection_timeout(), Breaker::Respect, |conn| {
+                    pg_rows(&conn.run(st.postgres, params)?, &mut map)
+                })
+            }
+            (Db::Postgres(pool), Access::Write) => {
+                let mut conn = acquire(pool, pool.connection_timeout(), Breaker::Respect)?;
                 pg_rows(&conn.run(st.postgres, params)?, &mut map)
-            }),
-            (Db::Postgres(pool), Access::Write) => pg_rows(&pool.get()?.run(st.postgres, params)?, &mut map),
+            }
         }
     }
 
     fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError> {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(|conn| sqlite_execute(conn, st.sqlite, params)),
-            Db::Postgres(pool) => pool.get()?.execute(st.postgres, params),
+            Db::Postgres(pool) => {
+                acquire(pool, pool.connection_timeout(), Breaker::Respect)?.execute(st.postgres, params)
+            }
         }
     }
 }
@@ -292,7 +302,7 @@ impl Db {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(|conn| work(&Tx(RefCell::new(TxInner::Sqlite(conn))))),
             Db::Postgres(pool) => {
-                let mut conn = pool.get()?;
+                let mut conn = acquire(pool, pool.connection_timeout(), Breaker::Respect)?;
                 let PgConn { client, prepared } = &mut *conn;
                 let tx = Tx(RefCell::new(TxInner::Postgres { tx: client.transaction()?, prepared }));
                 let out = work(&tx)?;

@@ -19,14 +19,23 @@ use super::DbError;
 
 /// How often the database is checked.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a check waits for a pooled connection: a server that refuses
+/// connections is noticed this fast.
+pub const PROBE_CONNECTION_WAIT: Duration = Duration::from_millis(300);
 /// How long one check may take before the database counts as not answering:
 /// long enough that a busy machine does not open the breaker by mistake.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// The circuit breaker of this process's database: set while it is known
+/// down. The executor reads it while a request waits for a pooled
+/// connection, so such waits end at once when the breaker opens (a process
+/// serves one database).
+pub(crate) static BREAKER: AtomicBool = AtomicBool::new(false);
+
 /// The state of the database as last seen.
 pub struct DbHealth {
     /// Read on every request that needs the database: one atomic load.
-    down: AtomicBool,
+    down: &'static AtomicBool,
     seen: Mutex<Seen>,
 }
 
@@ -51,13 +60,16 @@ pub struct HealthReport {
 }
 
 impl DbHealth {
-    /// A state that starts healthy: start-up has just connected and migrated.
+    /// The process's state, starting healthy: start-up has just connected
+    /// and migrated.
     pub fn new() -> DbHealth {
+        BREAKER.store(false, Ordering::Relaxed);
+        DbHealth::with_flag(&BREAKER)
+    }
+
+    fn with_flag(down: &'static AtomicBool) -> DbHealth {
         let now = SystemTime::now();
-        DbHealth {
-            down: AtomicBool::new(false),
-            seen: Mutex::new(Seen { last_success: Some(now), reason: None, checked_at: Some(now) }),
-        }
+        DbHealth { down, seen: Mutex::new(Seen { last_success: Some(now), reason: None, checked_at: Some(now) }) }
     }
 
     /// Whether requests that need the database should be refused at once.
@@ -155,9 +167,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A state with a breaker of its own, so tests do not touch the process's.
+    fn isolated() -> DbHealth {
+        DbHealth::with_flag(Box::leak(Box::new(AtomicBool::new(false))))
+    }
+
     #[test]
     fn a_failed_check_opens_the_breaker_and_a_success_closes_it() {
-        let health = DbHealth::new();
+        let health = isolated();
         assert!(!health.is_down());
 
         health.record(Err("connection refused".into()));
@@ -172,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_ping_that_hangs_counts_as_down_within_the_timeout() {
-        let health = Arc::new(DbHealth::new());
+        let health = Arc::new(isolated());
         let (release, released) = mpsc::channel::<()>();
         DbHealth::start_prober(Arc::clone(&health), move || {
             let _ = released.recv_timeout(Duration::from_secs(3));

@@ -333,7 +333,39 @@ impl Db {
                 conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
                 Ok(())
             }
-            Db::Postgres(pool) => pg_repeatable(pool, wait, |conn| Ok(conn.simple_query("SELECT 1").map(|_| ())?)),
+            Db::Postgres(pool) => {
+                pg_repeatable(pool, wait, Breaker::Ignore, |conn| Ok(conn.simple_query("SELECT 1").map(|_| ())?))
+            }
+        }
+    }
+}
+
+/// Whether a wait for a connection gives up when the circuit breaker opens:
+/// requests do; the health check, which closes the breaker, must not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Breaker {
+    Respect,
+    Ignore,
+}
+
+/// A pooled connection within `wait`, in short steps so that the wait ends
+/// at once, with a 503, when the circuit breaker opens meanwhile.
+pub(crate) fn acquire<M: ManageConnection>(
+    pool: &r2d2::Pool<M>,
+    wait: Duration,
+    breaker: Breaker,
+) -> Result<r2d2::PooledConnection<M>, DbError> {
+    const STEP: Duration = Duration::from_millis(50);
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if breaker == Breaker::Respect && health::BREAKER.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(DbError::Unavailable("the database is known down (circuit breaker open)".into()));
+        }
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        match pool.get_timeout(remaining.min(STEP).max(Duration::from_millis(1))) {
+            Ok(conn) => return Ok(conn),
+            Err(err) if remaining <= STEP => return Err(err.into()),
+            Err(_) => {}
         }
     }
 }
@@ -346,11 +378,12 @@ impl Db {
 fn pg_repeatable<T>(
     pool: &PgPool,
     wait: Duration,
+    breaker: Breaker,
     mut work: impl FnMut(&mut PgConn) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     let mut last = None;
     for _ in 0..=pool.max_size() {
-        let mut conn = pool.get_timeout(wait)?;
+        let mut conn = acquire(pool, wait, breaker)?;
         match work(&mut conn) {
             Err(err) if conn.is_closed() => last = Some(err),
             result => return result,
@@ -365,7 +398,7 @@ impl SqliteDb {
     /// acknowledged into a file nobody will reopen would be lost.
     pub fn write<T>(&self, work: impl FnOnce(&rusqlite::Connection) -> Result<T, DbError>) -> Result<T, DbError> {
         self.check_file()?;
-        let mut conn = self.pool.get()?;
+        let mut conn = acquire(&self.pool, self.pool.connection_timeout(), Breaker::Respect)?;
         let _writer = self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = work(&tx)?;
@@ -476,7 +509,21 @@ fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig) -> r2d2::P
         // A dead connection is found by the statement that uses it (and then
         // dropped by the pool) instead of by an extra round trip per checkout.
         .test_on_check_out(false)
+        // r2d2 logs every failed attempt to open a connection at ERROR, many
+        // a second while the database is down; the health check logs the
+        // change of state once instead.
+        .error_handler(Box::new(QuietPoolErrors))
         .build_unchecked(manager)
+}
+
+/// Failed connection attempts of a pool, logged at debug only.
+#[derive(Debug)]
+struct QuietPoolErrors;
+
+impl<E: fmt::Display> r2d2::HandleError<E> for QuietPoolErrors {
+    fn handle_error(&self, error: E) {
+        log::debug!("the pool could not open a connection: {error}");
+    }
 }
 
 /// Identity of a file (device and inode), to notice it being replaced.
