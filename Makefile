@@ -18,6 +18,7 @@ build:
 ## test: every test on SQLite and PostgreSQL (starts and stops a private PostgreSQL),
 ##       the end-to-end walk-through on both, and the manifest and Dockerfile checks
 test:
+	scripts/check-busy-ports.sh
 	scripts/test.sh
 	scripts/k8s-validate.sh
 	scripts/lint-dockerfile.sh

@@ -37,7 +37,9 @@
 # Knobs (environment): BENCH_REQUESTS, BENCH_TOKENS, BENCH_SECONDS, BENCH_SEED,
 # BENCH_STARTS override the counts below; WORKERS is passed to the service
 # and both ceilings alike. PostgreSQL runs on a private cluster of its own
-# (scripts/pg-cluster.sh, /tmp/pizza-api-pg-bench, port 55434, durable);
+# (scripts/pg-cluster.sh, durable) in PIZZA_PG_BENCH_DIR (default
+# /tmp/pizza-api-pg-bench) on PIZZA_PG_BENCH_PORT (default 55434; when
+# something else holds it, the bench fails with one line naming the variable);
 # without PostgreSQL binaries that column is skipped, except under CI=true,
 # where it is a failure.
 set -euo pipefail
@@ -70,7 +72,8 @@ LUA=scripts/bench/api.lua
 # service's 32-byte minimum. Only ever used against local throwaway databases.
 JWT_SECRET_BENCH=bench-only-jwt-secret-0123456789abcdefghijklmnop
 
-export PIZZA_PG_DIR=/tmp/pizza-api-pg-bench PIZZA_PG_PORT=55434 PIZZA_PG_DURABLE=1
+export PIZZA_PG_DIR="${PIZZA_PG_BENCH_DIR:-/tmp/pizza-api-pg-bench}" PIZZA_PG_PORT="${PIZZA_PG_BENCH_PORT:-55434}"
+export PIZZA_PG_DURABLE=1 PIZZA_PG_PORT_VAR=PIZZA_PG_BENCH_PORT
 
 say() { echo "bench: $*" >&2; }
 die() {
@@ -343,7 +346,10 @@ psql_admin() {
 bench_postgres() {
   # Set first: a start that fails half-way still leaves a directory to remove.
   PG_STARTED=1
-  if ! scripts/pg-cluster.sh start; then
+  local started=0
+  scripts/pg-cluster.sh start || started=$?
+  ((started != 3)) || die "the PostgreSQL port is taken (see above)"
+  if ((started != 0)); then
     [[ "${CI:-}" == true ]] && die "CI=true and PostgreSQL could not be started"
     say "!!! PostgreSQL could not be started (no server binaries?): the PostgreSQL column is SKIPPED !!!"
     meta postgres.skipped "PostgreSQL could not be started"
