@@ -34,11 +34,13 @@ test-faults:
 	scripts/test-faults.sh
 
 ## lint: formatting check, clippy with warnings as errors, and the layering rules
-##       of ARCHITECTURE.md (scripts/lint-layers.sh)
+##       of ARCHITECTURE.md (scripts/lint-layers.sh), links that stay in the repository
+##       (scripts/lint-docs.sh)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/lint-layers.sh
+	scripts/lint-docs.sh
 
 ## fmt: format the code
 fmt:
