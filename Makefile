@@ -1,7 +1,9 @@
 # pizza-api — see README.md. `make run` and `make test` are all most people need.
 
 CARGO ?= cargo
-BIN   := target/release/pizza-api
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN   := $(TARGET_DIR)/release/pizza-api
 IMAGE ?= pizza-api:1.0.0
 
 .PHONY: run build test test-api test-faults lint fmt pg-start pg-stop bench bench-smoke \
@@ -9,9 +11,9 @@ IMAGE ?= pizza-api:1.0.0
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
 run: build
-	./$(BIN)
+	"$(BIN)"
 
-## build: release binary at target/release/pizza-api
+## build: release binary at target/release/pizza-api ($CARGO_TARGET_DIR/release/pizza-api when set)
 build:
 	$(CARGO) build --release --locked
 

@@ -68,7 +68,7 @@ if [[ "$MODE" == all ]]; then
 fi
 
 cargo build --release --locked --quiet
-export PIZZA_API_BIN=target/release/pizza-api
+export PIZZA_API_BIN="${CARGO_TARGET_DIR:-target}/release/pizza-api"
 echo "== end-to-end walk-through (scripts/test-api.sh)"
 on_both_databases scripts/test-api.sh
 
