@@ -1,7 +1,9 @@
 # pizza-api — see README.md. `make run` and `make test` are all most people need.
 
 CARGO ?= cargo
-BIN   := target/release/pizza-api
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN   := $(TARGET_DIR)/release/pizza-api
 IMAGE ?= pizza-api:1.0.0
 
 .PHONY: run build test test-api test-faults lint fmt pg-start pg-stop bench bench-smoke \
@@ -9,15 +11,16 @@ IMAGE ?= pizza-api:1.0.0
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
 run: build
-	./$(BIN)
+	"$(BIN)"
 
-## build: release binary at target/release/pizza-api
+## build: release binary at target/release/pizza-api ($CARGO_TARGET_DIR/release/pizza-api when set)
 build:
 	$(CARGO) build --release --locked
 
 ## test: every test on SQLite and PostgreSQL (starts and stops a private PostgreSQL),
 ##       the end-to-end walk-through on both, and the manifest and Dockerfile checks
 test:
+	scripts/check-busy-ports.sh
 	scripts/test.sh
 	scripts/k8s-validate.sh
 	scripts/lint-dockerfile.sh
@@ -35,11 +38,13 @@ test-faults:
 	scripts/test-faults.sh
 
 ## lint: formatting check, clippy with warnings as errors, and the layering rules
-##       of ARCHITECTURE.md (scripts/lint-layers.sh)
+##       of ARCHITECTURE.md (scripts/lint-layers.sh), links that stay in the repository
+##       (scripts/lint-docs.sh)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/lint-layers.sh
+	scripts/lint-docs.sh
 
 ## fmt: format the code
 fmt:

@@ -37,7 +37,9 @@
 # Knobs (environment): BENCH_REQUESTS, BENCH_TOKENS, BENCH_SECONDS, BENCH_SEED,
 # BENCH_STARTS override the counts below; WORKERS is passed to the service
 # and both ceilings alike. PostgreSQL runs on a private cluster of its own
-# (scripts/pg-cluster.sh, /tmp/pizza-api-pg-bench, port 55434, durable);
+# (scripts/pg-cluster.sh, durable) in PIZZA_PG_BENCH_DIR (default
+# /tmp/pizza-api-pg-bench) on PIZZA_PG_BENCH_PORT (default 55434; when
+# something else holds it, the bench fails with one line naming the variable);
 # without PostgreSQL binaries that column is skipped, except under CI=true,
 # where it is a failure.
 set -euo pipefail
@@ -58,19 +60,23 @@ STARTS=${BENCH_STARTS:-$STARTS}       # restarts for start-to-healthy
 # this cap only bounds a server that has become pathologically slow.
 CAP_SECONDS=$((QUICK == 1 ? 60 : 300))
 
-OUT=target/bench
-BIN=target/release/pizza-api
-CEILING_BIN=target/release/examples/ceiling
+# Every build output where cargo puts it: CARGO_TARGET_DIR when set.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+OUT=$TARGET_DIR/bench
+BIN=$TARGET_DIR/release/pizza-api
+CEILING_BIN=$TARGET_DIR/release/examples/ceiling
 # The same ceiling on tiny_http 0.12.0 as published (bench/ceiling-upstream);
 # its target directory sits inside target/, like every other build output.
-UPSTREAM_DIR=target/ceiling-upstream
+UPSTREAM_DIR=$TARGET_DIR/ceiling-upstream
 UPSTREAM_BIN=$UPSTREAM_DIR/release/ceiling-upstream
 LUA=scripts/bench/api.lua
 # Fixed, so tokens stay valid across the run; 48 characters, well above the
 # service's 32-byte minimum. Only ever used against local throwaway databases.
 JWT_SECRET_BENCH=bench-only-jwt-secret-0123456789abcdefghijklmnop
 
-export PIZZA_PG_DIR=/tmp/pizza-api-pg-bench PIZZA_PG_PORT=55434 PIZZA_PG_DURABLE=1
+export PIZZA_PG_DIR="${PIZZA_PG_BENCH_DIR:-/tmp/pizza-api-pg-bench}" PIZZA_PG_PORT="${PIZZA_PG_BENCH_PORT:-55434}"
+export PIZZA_PG_DURABLE=1 PIZZA_PG_PORT_VAR=PIZZA_PG_BENCH_PORT
 
 say() { echo "bench: $*" >&2; }
 die() {
@@ -230,7 +236,7 @@ bench_database() {
   say "== $db"
   start_listener "pizza-api on $db" "$OUT/$db/server.log" env "$@" \
     APP_ENV=development APP_HOST=127.0.0.1 APP_PORT=0 LOG_LEVEL=info BCRYPT_COST=10 \
-    JWT_SECRET="$JWT_SECRET_BENCH" "$ROOT/$BIN"
+    JWT_SECRET="$JWT_SECRET_BENCH" "$BIN"
   local pid=$STARTED_PID port=$STARTED_PORT
   local MEASURED_PID=$pid
   wait_healthy "$port"
@@ -300,10 +306,10 @@ UPSTREAM_PID="" UPSTREAM_PORT=""
 # Both ceilings, with the same workers and the same body.
 start_ceiling() {
   start_listener ceiling "$OUT/ceiling/ceiling.log" env WORKERS="$WORKERS_SEEN" CEILING_PORT=0 \
-    CEILING_BODY_FILE="$ROOT/$OUT/ceiling/body.json" "$ROOT/$CEILING_BIN"
+    CEILING_BODY_FILE="$OUT/ceiling/body.json" "$CEILING_BIN"
   CEILING_PID=$STARTED_PID CEILING_PORT=$STARTED_PORT
   start_listener "ceiling on tiny_http 0.12.0" "$OUT/ceiling_upstream/ceiling.log" env WORKERS="$WORKERS_SEEN" \
-    CEILING_PORT=0 CEILING_BODY_FILE="$ROOT/$OUT/ceiling/body.json" "$ROOT/$UPSTREAM_BIN"
+    CEILING_PORT=0 CEILING_BODY_FILE="$OUT/ceiling/body.json" "$UPSTREAM_BIN"
   UPSTREAM_PID=$STARTED_PID UPSTREAM_PORT=$STARTED_PORT
 }
 
@@ -343,7 +349,10 @@ psql_admin() {
 bench_postgres() {
   # Set first: a start that fails half-way still leaves a directory to remove.
   PG_STARTED=1
-  if ! scripts/pg-cluster.sh start; then
+  local started=0
+  scripts/pg-cluster.sh start || started=$?
+  ((started != 3)) || die "the PostgreSQL port is taken (see above)"
+  if ((started != 0)); then
     [[ "${CI:-}" == true ]] && die "CI=true and PostgreSQL could not be started"
     say "!!! PostgreSQL could not be started (no server binaries?): the PostgreSQL column is SKIPPED !!!"
     meta postgres.skipped "PostgreSQL could not be started"
@@ -404,7 +413,7 @@ say "== start to healthy ($STARTS starts on the existing SQLite database)"
 # From the scratch directory, like every server start here (no stray .env).
 (cd "$WORK" && env DB_DRIVER=sqlite DB_PATH="$WORK/bench.sqlite" APP_ENV=development LOG_LEVEL=info \
   BCRYPT_COST=10 JWT_SECRET="$JWT_SECRET_BENCH" python3 "$ROOT/scripts/bench/startup.py" \
-  "$ROOT/$BIN" "$STARTS" "$ROOT/$OUT/startup.json" "$ROOT/$OUT/sqlite/startup.log") ||
+  "$BIN" "$STARTS" "$OUT/startup.json" "$OUT/sqlite/startup.log") ||
   die "start-to-healthy measurement failed (log: $OUT/sqlite/startup.log)"
 
 bench_postgres

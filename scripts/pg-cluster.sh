@@ -3,7 +3,8 @@
 # its own data directory and port, password (SCRAM) authentication, nothing
 # shared with a system PostgreSQL.
 #
-#   scripts/pg-cluster.sh start    initialise (first time) and start; idempotent
+#   scripts/pg-cluster.sh start    initialise (first time) and start; idempotent;
+#                                  exit status 3 when the port is someone else's
 #   scripts/pg-cluster.sh stop     stop and delete the cluster
 #   scripts/pg-cluster.sh status   exit 0 when running
 #   scripts/pg-cluster.sh url      admin URL (postgres://postgres:...@127.0.0.1:PORT/postgres)
@@ -20,6 +21,15 @@
 #   PIZZA_PG_DIR      where the cluster lives      (default /tmp/pizza-api-pg)
 #   PIZZA_PG_PORT     TCP port on 127.0.0.1        (default 55432)
 #   PIZZA_PG_DURABLE  1 keeps fsync on (benchmarks); default off, for fast tests
+#   PIZZA_PG_PORT_VAR the variable a caller sets to choose the port, named in
+#                     the error when the port is taken (default PIZZA_PG_PORT;
+#                     scripts/test.sh says PIZZA_PG_TEST_PORT, and so on)
+#
+# `start` reports success only for a server it owns: before starting, nothing
+# may answer on 127.0.0.1:PORT or 127.0.0.2:PORT; after starting (or when it
+# finds the cluster already running), the server answering on each address
+# must report this cluster's data directory. Otherwise it fails with one line
+# naming the variable to set.
 #
 # PostgreSQL server binaries are looked up in PG_BIN, then PATH, then
 # /usr/lib/postgresql/<newest>/bin; when none exist and this runs as root on
@@ -29,6 +39,8 @@ set -euo pipefail
 
 DIR="${PIZZA_PG_DIR:-/tmp/pizza-api-pg}"
 PORT="${PIZZA_PG_PORT:-55432}"
+PORT_VAR="${PIZZA_PG_PORT_VAR:-PIZZA_PG_PORT}"
+ADDRESSES=(127.0.0.1 127.0.0.2)
 DATA="$DIR/data"
 PWFILE="$DIR/password"
 LOG="$DIR/server.log"
@@ -97,13 +109,55 @@ tls_settings() {
   echo "-c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key"
 }
 
+# Whether anything accepts TCP connections on ADDRESS:PORT.
+answers_on() {
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$PORT" 2>/dev/null
+}
+
+# The data directory of the server answering on ADDRESS:PORT, asked with this
+# cluster's password; empty when it does not answer or refuses the password.
+data_directory_on() {
+  local bin; bin=$(find_bin) || return 0
+  PGPASSWORD=$(cat "$PWFILE" 2>/dev/null) PGCONNECT_TIMEOUT=5 "$bin/psql" -X -q -w -h "$1" -p "$PORT" \
+    -U postgres -d postgres -tAc "SHOW data_directory" 2>/dev/null || true
+}
+
+# Exit status 3: the port belongs to someone else (callers fail instead of
+# skipping PostgreSQL, which is what they do when it cannot start at all).
+port_taken() {
+  say "port $PORT is not this cluster's: $1; set $PORT_VAR to a free port"
+  exit 3
+}
+
+# Fails unless every address answers with this cluster's data directory and
+# postmaster.pid names the port asked for.
+check_ownership() {
+  local want address got pid_port
+  want=$(readlink -f "$DATA")
+  pid_port=$(sed -n 4p "$DATA/postmaster.pid" 2>/dev/null || true)
+  if [[ "$pid_port" != "$PORT" ]]; then
+    say "the cluster in $DIR runs on port ${pid_port:-?}, not $PORT; run '$0 stop' or set $PORT_VAR=${pid_port:-<port>}"
+    exit 3
+  fi
+  for address in "${ADDRESSES[@]}"; do
+    got=$(data_directory_on "$address")
+    [[ -n "$got" && "$(readlink -f "$got")" == "$want" ]] ||
+      port_taken "another server answers on $address:$PORT, not the cluster in $DIR"
+  done
+}
+
 start() {
   local bin
   bin=$(find_bin) || { install_postgres && bin=$(find_bin); } || die "PostgreSQL server binaries not found (set PG_BIN)"
   if is_running; then
+    check_ownership
     say "already running on 127.0.0.1:$PORT ($DIR)"
     return 0
   fi
+  local address
+  for address in "${ADDRESSES[@]}"; do
+    answers_on "$address" && port_taken "something else already listens on $address:$PORT"
+  done
   mkdir -p "$DIR"
   chmod 755 "$DIR"
   if [[ ! -f "$DATA/PG_VERSION" ]]; then
@@ -127,7 +181,15 @@ start() {
   as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
     -o "-p $PORT -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories=$DIR -c max_connections=300 $durability $tls" \
     start >/dev/null || { tail -n 30 "$LOG" >&2; die "the server did not start"; }
-  say "running on 127.0.0.1:$PORT ($DIR)"
+  # A server binds what it can: one taken address is only a warning in its
+  # log, so the ports are checked again by asking who answers on them.
+  local owned=0
+  (check_ownership) || owned=$?
+  if ((owned != 0)); then
+    as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    exit "$owned"
+  fi
+  say "running on 127.0.0.1:$PORT and 127.0.0.2:$PORT ($DIR)"
 }
 
 stop() {

@@ -89,7 +89,7 @@ BIN="${PIZZA_API_BIN:-}"
 if [[ -z "$BIN" ]]; then
   echo "building the release binary..."
   cargo build --release --locked --quiet
-  BIN=target/release/pizza-api
+  BIN="${CARGO_TARGET_DIR:-target}/release/pizza-api"
 fi
 
 server_env=(APP_HOST=127.0.0.1 APP_PORT=0 LOG_LEVEL=info)

@@ -4,22 +4,36 @@
 #                          end-to-end walk-through (scripts/test-api.sh) and the
 #                          OpenAPI conformance run (scripts/openapi-check.sh)
 #   scripts/test.sh api    only the end-to-end walk-through, on both
+#   scripts/test.sh cluster  only start the private PostgreSQL and stop it again
+#                          (scripts/check-busy-ports.sh checks that start)
 #
 # PostgreSQL is a private cluster (scripts/pg-cluster.sh) on its own port,
 # started here and stopped and deleted afterwards, whatever happens; or the
 # server of TEST_DATABASE_URL (postgres://user:password@host:port/db) when set
 # (with TEST_DATABASE_SSLROOTCERT, the CA of its TLS certificate, if any).
+#
+# Settings (environment), each documented in the README's Testing section:
+#   PIZZA_PG_TEST_PORT  port of the private cluster, on 127.0.0.1 and 127.0.0.2
+#                       (default 55433); when something else holds it, start-up
+#                       fails with one line naming this variable
+#   PIZZA_PG_TEST_DIR   where the private cluster lives (default /tmp/pizza-api-pg-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-all}"
 
 export PIZZA_PG_DIR="${PIZZA_PG_TEST_DIR:-/tmp/pizza-api-pg-test}"
 export PIZZA_PG_PORT="${PIZZA_PG_TEST_PORT:-55433}"
+export PIZZA_PG_PORT_VAR=PIZZA_PG_TEST_PORT
 
 if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   cleanup() { scripts/pg-cluster.sh stop || true; }
   trap cleanup EXIT
-  if scripts/pg-cluster.sh start; then
+  started=0
+  scripts/pg-cluster.sh start || started=$?
+  if ((started == 3)); then
+    # Another server holds the port: its one-line message says what to set.
+    exit 1
+  elif ((started == 0)); then
     TEST_DATABASE_URL="$(scripts/pg-cluster.sh url)"
     TEST_DATABASE_SSLROOTCERT="$(scripts/pg-cluster.sh ca || true)"
     export TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT
@@ -29,6 +43,11 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   else
     echo "test: !!! no PostgreSQL: the PostgreSQL half of every test will be SKIPPED !!!" >&2
   fi
+fi
+
+if [[ "$MODE" == cluster ]]; then
+  [[ -n "${TEST_DATABASE_URL:-}" ]] || { echo "test: no PostgreSQL started" >&2; exit 1; }
+  exit 0
 fi
 
 # Runs "$@" once on SQLite and once on the test PostgreSQL (DB_* from the URL).
@@ -49,7 +68,7 @@ if [[ "$MODE" == all ]]; then
 fi
 
 cargo build --release --locked --quiet
-export PIZZA_API_BIN=target/release/pizza-api
+export PIZZA_API_BIN="${CARGO_TARGET_DIR:-target}/release/pizza-api"
 echo "== end-to-end walk-through (scripts/test-api.sh)"
 on_both_databases scripts/test-api.sh
 

@@ -1,6 +1,7 @@
 //! Start-up: from a [`Config`] to a running server. [`Application::build`]
-//! connects to the database, brings its schema up to date and binds the
-//! listener (port 0 in tests); [`Application::run`] serves until stopped.
+//! binds the listener first (port 0 in tests), so a taken port fails before
+//! the database is touched, then connects to the database, brings its schema
+//! up to date and starts serving; [`Application::run`] serves until stopped.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -67,6 +68,11 @@ pub struct Application {
 impl Application {
     /// Builds and starts the service described by `config`.
     pub fn build(config: Config) -> Result<Application, StartupError> {
+        // Bound first: a second instance on a taken port must not create,
+        // migrate or seed anything before it fails.
+        server::raise_open_files_limit(config.http.max_connections, config.pool.max_open);
+        let listener = server::bind(&config.host, config.port)
+            .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let db = Db::connect(&config.database, &config.pool)?;
         let report = db::migrate::apply(&db)?;
         if report.applied.is_empty() {
@@ -88,9 +94,6 @@ impl Application {
             users: UserDirectory::load(&db)?,
         };
 
-        server::raise_open_files_limit(config.http.max_connections, config.pool.max_open);
-        let listener = server::bind(&config.host, config.port)
-            .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let workers = config.workers;
         let driver = db.driver_name();
         let db_health = Arc::new(DbHealth::new());
@@ -105,12 +108,17 @@ impl Application {
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Thread { name: "HTTP worker", cause })?;
-        log::info!(
-            "pizza-api {} listening on http://{} ({} database, {workers} workers)",
+        let up = format!(
+            "pizza-api {} listening on http://{} ({driver} database, {workers} workers)",
             env!("CARGO_PKG_VERSION"),
             server.local_addr(),
-            driver
         );
+        // The one line an operator needs even at LOG_LEVEL=warn or error.
+        if log::log_enabled!(log::Level::Info) {
+            log::info!("{up}");
+        } else {
+            eprintln!("{up}");
+        }
         Ok(Application { server, state })
     }
 

@@ -120,8 +120,27 @@ fn load_dotenv() -> Result<(), String> {
     match dotenvy::dotenv() {
         Ok(_) => Ok(()),
         Err(err) if err.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(_, _)) => Err("invalid .env file: a line cannot be parsed".into()),
+        Err(dotenvy::Error::LineParse(line, _)) => Err(format!("invalid .env file: {}", locate_dotenv_line(&line))),
         Err(err) => Err(format!("cannot read .env file: {err}")),
+    }
+}
+
+/// Names the `.env` line that did not parse by its number and, when it
+/// starts like an assignment, its variable; never by its text (a value may
+/// be a secret).
+fn locate_dotenv_line(bad: &str) -> String {
+    let first = bad.lines().next().unwrap_or_default().trim();
+    let contents = std::fs::read_to_string(".env").unwrap_or_default();
+    let number = contents.lines().position(|line| line.trim() == first).map(|i| i + 1);
+    let name =
+        first.trim_start_matches("export ").split('=').next().map(str::trim).filter(|n| {
+            !n.is_empty() && n.len() < first.len() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    match (number, name) {
+        (Some(n), Some(name)) => format!("line {n} ({name}) cannot be parsed"),
+        (Some(n), None) => format!("line {n} cannot be parsed"),
+        (None, Some(name)) => format!("the line setting {name} cannot be parsed"),
+        (None, None) => "a line cannot be parsed".to_owned(),
     }
 }
 

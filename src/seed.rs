@@ -129,6 +129,10 @@ pub fn seed_dev_data(db: &Db, config: &Config) -> Result<(), SeedError> {
         price,
     });
     let stored = insert_pizzas_once(db, &seed, admin)?;
+    if stored == 0 {
+        log::info!("development seed: skipped, another instance seeded the database a moment ago");
+        return Ok(());
+    }
     log::info!(
         "development seed: users {SYSTEM_EMAIL} (admin) and user@pizza.com (user), clients dev-client and \
          user-client, {stored} pizzas"

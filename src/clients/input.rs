@@ -69,11 +69,16 @@ fn text<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<Optio
     }
 }
 
-/// An optional list of words: a space-separated string or an array of strings.
+/// An optional list of words: a space-separated string or an array of
+/// strings. `null` is refused, as the OpenAPI document says: leaving the
+/// field out is how a client asks for the default.
 fn words(object: &Map<String, Value>, field: &'static str) -> Result<Option<Vec<String>>, ApiError> {
-    let wrong = || ApiError::WrongType { field, message: format!("{field} must be a string or an array of strings") };
+    let wrong = || ApiError::WrongType {
+        field,
+        message: format!("{field} must be a string or an array of strings (leave it out for the default)"),
+    };
     match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.split_whitespace().map(str::to_owned).collect())),
         Some(Value::Array(items)) => items
             .iter()
@@ -137,6 +142,14 @@ mod tests {
     fn only_client_credentials_may_be_granted() {
         let result = NewClient::parse(&json!({"name": "a", "grant_types": ["authorization_code"]}));
         assert!(matches!(result, Err(ApiError::InvalidField { field: "grant_types", .. })));
+    }
+
+    #[test]
+    fn null_scopes_or_grant_types_are_refused_not_defaulted() {
+        for field in ["scopes", "grant_types"] {
+            let result = NewClient::parse(&json!({"name": "a", field: null}));
+            assert!(matches!(result, Err(ApiError::WrongType { field: f, .. }) if f == field), "{field}");
+        }
     }
 
     #[test]

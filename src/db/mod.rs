@@ -260,12 +260,15 @@ fn pg_error_means_unavailable(err: &postgres::Error) -> bool {
 impl Db {
     /// Opens the database, trying [`CONNECT_ATTEMPTS`] times with doubling
     /// pauses (1, 2, 4, 8 s by default) and logging each failed attempt.
+    /// Only transient failures (refused, timed out, reset) are tried again;
+    /// a wrong password, an unknown database or a certificate that does not
+    /// verify fails at once with its cause.
     pub fn connect(config: &DatabaseConfig, pool: &PoolConfig) -> Result<Db, DbError> {
         // Problems no retry can fix fail at once.
-        let open: Box<dyn Fn() -> Result<Db, String>> = match config {
+        let open: Box<dyn Fn() -> Result<Db, ConnectFailure>> = match config {
             DatabaseConfig::Sqlite { path } => {
                 check_sqlite_directory(path)?;
-                Box::new(move || open_sqlite(path, pool).map(Db::Sqlite))
+                Box::new(move || open_sqlite(path, pool).map(Db::Sqlite).map_err(ConnectFailure::transient))
             }
             DatabaseConfig::Postgres(pg) => {
                 let tls = tls::connector(pg.sslmode, pg.root_cert.as_deref()).map_err(DbError::Unavailable)?;
@@ -279,12 +282,17 @@ impl Db {
             let result = open();
             match result {
                 Ok(db) => return Ok(db),
-                Err(cause) if attempt == CONNECT_ATTEMPTS => {
+                Err(ConnectFailure { cause, permanent: Some(why) }) => {
+                    return Err(DbError::Unavailable(format!(
+                        "Failed to connect to database: {cause} (not retried: {why})"
+                    )));
+                }
+                Err(ConnectFailure { cause, .. }) if attempt == CONNECT_ATTEMPTS => {
                     return Err(DbError::Unavailable(format!(
                         "Failed to connect to database after {CONNECT_ATTEMPTS} attempts: {cause}"
                     )));
                 }
-                Err(cause) => {
+                Err(ConnectFailure { cause, .. }) => {
                     log::warn!(
                         "database connection attempt {attempt}/{CONNECT_ATTEMPTS} failed: {cause}; retrying in {delay:?}"
                     );
@@ -471,7 +479,62 @@ fn open_sqlite(path: &Path, settings: &PoolConfig) -> Result<SqliteDb, String> {
     })
 }
 
-fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig, tls: MakeRustlsConnect) -> Result<PgPool, String> {
+/// Why one start-up connection attempt failed, and whether trying again
+/// could help.
+struct ConnectFailure {
+    /// The error and its causes, on one line.
+    cause: String,
+    /// `Some(reason)` when no retry can fix it.
+    permanent: Option<&'static str>,
+}
+
+impl ConnectFailure {
+    fn transient(cause: String) -> ConnectFailure {
+        ConnectFailure { cause, permanent: None }
+    }
+
+    fn from_postgres(err: &postgres::Error) -> ConnectFailure {
+        ConnectFailure { cause: describe(err), permanent: permanent_connect_error(err) }
+    }
+}
+
+/// Whether a failed PostgreSQL connection says something only a change of
+/// configuration (or of the server) can fix: the credentials were refused,
+/// the database does not exist, or the server's certificate does not verify.
+fn permanent_connect_error(err: &postgres::Error) -> Option<&'static str> {
+    use postgres::error::SqlState;
+    if let Some(code) = err.code() {
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return Some("the server refused the credentials; check DB_USER and DB_PASSWORD");
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return Some("the database does not exist; check DB_NAME or create it");
+        }
+        return None;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        // tokio-rustls wraps rustls' error in an io::Error, whose source()
+        // skips it: look inside explicitly.
+        let inner =
+            cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &dyn std::error::Error);
+        for candidate in [Some(cause), inner].into_iter().flatten() {
+            if let Some(rustls::Error::InvalidCertificate(_)) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(
+                    "the server's TLS certificate does not verify; check DB_SSLMODE, DB_SSLROOTCERT and DB_HOST",
+                );
+            }
+        }
+        source = cause.source();
+    }
+    None
+}
+
+fn open_postgres(
+    settings: &PostgresConfig,
+    pool: &PoolConfig,
+    tls: MakeRustlsConnect,
+) -> Result<PgPool, ConnectFailure> {
     let mut config = postgres::Config::new();
     config
         .host(&settings.host)
@@ -493,8 +556,8 @@ fn open_postgres(settings: &PostgresConfig, pool: &PoolConfig, tls: MakeRustlsCo
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
         });
     let manager = PgManager(PostgresConnectionManager::new(config, tls));
-    let mut first = manager.connect().map_err(|e| describe(&e))?;
-    first.simple_query("SELECT 1").map_err(|e| describe(&e))?;
+    let mut first = manager.connect().map_err(|e| ConnectFailure::from_postgres(&e))?;
+    first.simple_query("SELECT 1").map_err(|e| ConnectFailure::from_postgres(&e))?;
     drop(first);
     Ok(build_pool(manager, pool))
 }

@@ -42,6 +42,16 @@ pub enum StopReason {
     ListenerFailed(String),
 }
 
+impl std::fmt::Display for StopReason {
+    /// What the log says: `SIGTERM`, not `Requested("SIGTERM")`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Requested(why) => f.write_str(why),
+            StopReason::ListenerFailed(cause) => write!(f, "the listener failed: {cause}"),
+        }
+    }
+}
+
 /// A running server.
 pub struct HttpServer {
     addr: SocketAddr,
@@ -193,7 +203,7 @@ impl HttpServer {
     pub fn wait(self, drain: Duration) -> (StopReason, bool) {
         let reason =
             self.stopped.recv().unwrap_or_else(|_| StopReason::Requested("every stop handle was dropped".into()));
-        log::info!("stopping: {reason:?}; finishing requests already accepted (at most {}s)", drain.as_secs());
+        log::info!("stopping: {reason}; finishing requests already accepted (at most {}s)", drain.as_secs());
         let deadline = Instant::now() + drain;
         while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
             thread::sleep(Duration::from_millis(10));

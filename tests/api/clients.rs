@@ -147,3 +147,25 @@ both_backends!(
         assert!(!hash.contains(created["client_secret"].as_str().unwrap()));
     }
 );
+
+both_backends!(
+    fn null_scopes_or_grant_types_are_a_400_naming_the_field_and_null_text_is_absent(backend) {
+        let app = spawn_app(backend);
+        let token = app.admin_token();
+
+        for field in ["scopes", "grant_types"] {
+            let response = app.authed("POST", "/api/v1/clients", &token, Some(&json!({"name": "n", field: null})));
+
+            assert_eq!(response.status, 400, "{field}: {}", response.body);
+            assert_eq!(response.json()["field"], field, "{}", response.body);
+        }
+        let response = app.authed(
+            "POST",
+            "/api/v1/clients",
+            &token,
+            Some(&json!({"name": "n", "domain": null, "redirect_uri": null})),
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        assert_eq!((response.json()["grant_types"].as_str(), response.json()["redirect_uri"].as_str()), (Some("client_credentials"), Some("")));
+    }
+);

@@ -90,15 +90,43 @@ impl PgAdmin {
             .password(&self.password)
             .dbname(dbname)
             .connect_timeout(Duration::from_secs(10));
-        config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect to test PostgreSQL: {e}"))
+        config.connect(postgres::NoTls).unwrap_or_else(|e| {
+            fail(format!("cannot connect to the test PostgreSQL at {}:{}: {}", self.host, self.port, error_chain(&e)))
+        })
     }
+}
+
+/// An error and its causes on one line: the driver's top-level text alone
+/// ("error connecting to server") does not say what went wrong.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Fails the current test with `message` alone: printed once, without the
+/// panic hook's backtrace (a setup problem shared by a hundred tests should
+/// read as a hundred lines, not thousands).
+pub fn fail(message: String) -> ! {
+    eprintln!("{message}");
+    std::panic::resume_unwind(Box::new(message))
 }
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn discover_postgres() -> Option<PgAdmin> {
+/// The PostgreSQL to test on: `None` when there is none, `Err` when the
+/// private cluster's port belongs to another server.
+fn discover_postgres() -> Option<Result<PgAdmin, String>> {
     let script = repo_root().join("scripts/pg-cluster.sh");
     let script_output = |command: &str| -> Option<String> {
         let out = Command::new(&script).arg(command).output().ok().filter(|o| o.status.success())?;
@@ -107,9 +135,18 @@ fn discover_postgres() -> Option<PgAdmin> {
     let (url, ca_file) = match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => (url, std::env::var("TEST_DATABASE_SSLROOTCERT").ok().filter(|s| !s.is_empty())),
         _ => {
-            let started = Command::new(&script).arg("start").stdout(Stdio::null()).status();
-            if !matches!(started, Ok(s) if s.success()) {
-                return None;
+            let started = Command::new(&script).arg("start").stdout(Stdio::null()).stderr(Stdio::piped()).output();
+            match started {
+                Ok(out) if out.status.success() => {}
+                // Exit status 3: another server holds the port; its one line says what to set.
+                Ok(out) if out.status.code() == Some(3) => {
+                    return Some(Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+                }
+                Ok(out) => {
+                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                    return None;
+                }
+                Err(_) => return None,
             }
             (script_output("url")?, script_output("ca"))
         }
@@ -119,23 +156,57 @@ fn discover_postgres() -> Option<PgAdmin> {
         Some(postgres::config::Host::Tcp(host)) => host.clone(),
         _ => "127.0.0.1".to_owned(),
     };
-    Some(PgAdmin {
+    Some(Ok(PgAdmin {
         host,
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or("postgres").to_owned(),
         password: config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default(),
         ca_file: ca_file.map(PathBuf::from),
+    }))
+}
+
+/// The test PostgreSQL, found (or started) and tried once per test process:
+/// `Err` holds why it cannot be reached, for every test to report in one line.
+fn pg_discovery() -> &'static Result<Option<PgAdmin>, String> {
+    static ADMIN: OnceLock<Result<Option<PgAdmin>, String>> = OnceLock::new();
+    ADMIN.get_or_init(|| {
+        let admin = match discover_postgres() {
+            None => return Ok(None),
+            Some(found) => found?,
+        };
+        let mut config = postgres::Config::new();
+        config
+            .host(&admin.host)
+            .port(admin.port)
+            .user(&admin.user)
+            .password(&admin.password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(10));
+        match config.connect(postgres::NoTls) {
+            Ok(_) => Ok(Some(admin)),
+            Err(e) => Err(format!(
+                "cannot connect to the test PostgreSQL at {}:{}: {} (set TEST_DATABASE_URL, or PIZZA_PG_TEST_PORT \
+                 for make test)",
+                admin.host,
+                admin.port,
+                error_chain(&e)
+            )),
+        }
     })
 }
 
-/// The test PostgreSQL, found (or started) once per test process.
+/// The test PostgreSQL, when there is one that answers.
 pub fn pg_admin() -> Option<&'static PgAdmin> {
-    static ADMIN: OnceLock<Option<PgAdmin>> = OnceLock::new();
-    ADMIN.get_or_init(discover_postgres).as_ref()
+    match pg_discovery() {
+        Ok(admin) => admin.as_ref(),
+        Err(message) => fail(message.clone()),
+    }
 }
 
 /// Whether PostgreSQL tests can run. Without PostgreSQL this prints a loud
-/// warning and returns false; under `CI=true` it fails the test instead.
+/// warning and returns false; under `CI=true` it fails the test instead. A
+/// PostgreSQL that is configured but does not answer fails the test with
+/// the cause, in one line.
 pub fn postgres_available() -> bool {
     if pg_admin().is_some() {
         return true;

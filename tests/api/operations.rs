@@ -56,7 +56,7 @@ both_backends!(
         assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status; log:\n{}", app.log());
         assert_eq!(app.db.query_i64("SELECT count(*) FROM pizzas WHERE name = 'Drained'"), 3, "all three were stored");
         let log = app.log();
-        assert!(log.contains("stopping: Requested(\"SIGTERM\")"), "{log}");
+        assert!(log.contains("stopping: SIGTERM;"), "{log}");
         assert!(log.contains("database connections closed"), "{log}");
     }
 );

@@ -133,6 +133,8 @@ both_backends!(
         for app in &apps {
             app.token_for(("admin-client", "concurrent-bootstrap-secret"));
         }
+        let claimed = apps.iter().filter(|app| app.log().contains("development seed: users")).count();
+        assert_eq!(claimed, 1, "exactly one replica says it seeded");
     }
 );
 

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::both_backends;
-use crate::helpers::{TempDir, assert_no_secret_in, run_bare};
+use crate::helpers::{
+    Backend, TempDir, TestDb, assert_no_secret_in, postgres_available, run_bare, run_to_exit, spawn_app_with,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -197,3 +199,88 @@ both_backends!(
         app.assert_no_secret_logged();
     }
 );
+
+both_backends!(
+    fn a_taken_port_fails_before_the_database_is_touched(backend) {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        let db = TestDb::new(backend);
+
+        let (status, output) = run_to_exit(&db, &[("APP_PORT", port.as_str())], LIMIT);
+
+        assert!(!status.success(), "{output}");
+        assert!(output.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{output}");
+        assert!(!output.contains("connecting to the"), "the database was not even tried:\n{output}");
+        match &*db {
+            TestDb::Sqlite { path, .. } => assert!(!path.exists(), "no SQLite file was created"),
+            TestDb::Postgres { .. } => assert_eq!(
+                db.query_i64("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"),
+                0,
+                "no table was created"
+            ),
+        }
+    }
+);
+
+/// Runs the binary against the test PostgreSQL with `env` on top and
+/// returns its output and how long it took to fail.
+fn postgres_start_failure(env: &[(&str, &str)]) -> Option<(String, Duration)> {
+    if !postgres_available() {
+        return None;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let mut env = env.to_vec();
+    // Long pauses: a retry would show in the time taken.
+    env.push(("DB_RETRY_BASE_DELAY_MS", "5000"));
+    let started = Instant::now();
+    let (status, output) = run_to_exit(&db, &env, LIMIT);
+    assert!(!status.success(), "{output}");
+    Some((output, started.elapsed()))
+}
+
+#[test]
+fn a_wrong_database_password_fails_at_once_with_the_cause() {
+    let Some((output, took)) = postgres_start_failure(&[("DB_PASSWORD", "not-the-password")]) else { return };
+
+    assert!(took < Duration::from_secs(5), "failed after {took:?}, so it was retried:\n{output}");
+    assert!(!output.contains("attempt 2/5"), "{output}");
+    assert!(!output.contains("retrying"), "{output}");
+    let last = output.lines().last().unwrap();
+    assert!(last.contains("Failed to connect to database: "), "{output}");
+    assert!(last.contains("password authentication failed"), "the cause is named: {last}");
+    assert!(last.contains("not retried"), "{last}");
+    assert_no_secret_in(&output, &["not-the-password".to_owned()]);
+}
+
+#[test]
+fn an_unknown_database_fails_at_once_with_the_cause() {
+    let Some((output, took)) = postgres_start_failure(&[("DB_NAME", "no_such_database_here")]) else { return };
+
+    assert!(took < Duration::from_secs(5), "failed after {took:?}, so it was retried:\n{output}");
+    assert!(!output.contains("attempt 2/5"), "{output}");
+    let last = output.lines().last().unwrap();
+    assert!(last.contains("no_such_database_here") && last.contains("does not exist"), "{output}");
+    assert!(last.contains("not retried"), "{last}");
+}
+
+both_backends!(
+    fn at_log_level_warn_one_line_still_says_the_server_is_up(backend) {
+        let app = spawn_app_with(backend, &[("LOG_LEVEL", "warn")]);
+
+        let log = app.log();
+        assert_eq!(log.matches("listening on http://").count(), 1, "{log}");
+        assert!(!log.contains("INFO"), "nothing else at info: {log}");
+    }
+);
+
+#[test]
+fn a_malformed_dotenv_line_is_named_by_number_and_variable_not_by_value() {
+    let dir = TempDir::new();
+    std::fs::write(dir.path().join(".env"), "APP_PORT=0\n# a comment\nDB_PASSWORD='unterminated-secret\n").unwrap();
+
+    let (status, output) = run_bare(dir.path(), &[], LIMIT);
+
+    assert!(!status.success());
+    assert!(output.contains("line 3 (DB_PASSWORD)"), "{output}");
+    assert!(!output.contains("unterminated-secret"), "{output}");
+}
