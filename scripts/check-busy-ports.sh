@@ -14,13 +14,15 @@ unset TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT
 WORK=$(mktemp -d /tmp/pizza-api-busy-ports.XXXXXX)
 # As root the cluster runs as the postgres user, who must reach its directory.
 chmod 755 "$WORK"
-LISTENERS=()
+# Listener PIDs go to a file: `listen` runs in a command substitution, whose
+# variables the script never sees.
+PIDS="$WORK/listener-pids"
+: >"$PIDS"
 cleanup() {
   local pid
-  for pid in "${LISTENERS[@]}"; do
+  while read -r pid; do
     kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  done <"$PIDS"
   PIZZA_PG_DIR="$WORK/pg" scripts/pg-cluster.sh stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -48,7 +50,7 @@ s.listen()
 print(s.getsockname()[1])
 time.sleep(600)
 PY
-  LISTENERS+=($!)
+  echo "$!" >>"$PIDS"
   local i
   for ((i = 0; i < 50; i++)); do
     [[ -s "$out" ]] && break
