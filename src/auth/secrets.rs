@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -98,6 +99,9 @@ impl Drop for BcryptSlot<'_> {
 /// A bcrypt job for the low-priority threads.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The longest a caller waits for a bcrypt job, queue included.
+pub const BCRYPT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The nice value of the bcrypt threads: a tenth of the CPU weight of the
 /// request threads, so the scheduler runs every other request first, yet
 /// bcrypt still progresses on a machine busy with other work (at 19 it got
@@ -125,14 +129,23 @@ impl BcryptPool {
         Ok(BcryptPool { jobs })
     }
 
-    /// Runs `work` on a low-priority thread and waits for its result.
+    /// Runs `work` on a low-priority thread and waits for its result, at
+    /// most [`BCRYPT_DEADLINE`]: on a machine so busy that the low-priority
+    /// threads hardly run, the caller gets an error (a 503 to retry) instead
+    /// of waiting without end. Work that could not even start in time is
+    /// dropped unrun.
     pub fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
         let (done, result) = mpsc::channel();
+        let queued = Instant::now();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            if queued.elapsed() < BCRYPT_DEADLINE {
+                let _ = done.send(work());
+            }
         });
         self.jobs.send(job).map_err(|_| "the bcrypt threads are gone".to_owned())?;
-        result.recv().map_err(|_| "a bcrypt thread failed".to_owned())
+        result.recv_timeout(BCRYPT_DEADLINE).map_err(|_| {
+            format!("bcrypt did not finish within {} s: the machine is too busy", BCRYPT_DEADLINE.as_secs())
+        })
     }
 }
 

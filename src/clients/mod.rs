@@ -37,7 +37,7 @@ pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> 
 
     let secret = secrets::new_client_secret().map_err(ApiError::Internal)?;
     let (to_hash, cost) = (secret.clone(), auth.bcrypt_cost);
-    let hash = auth.bcrypt.run(move || secrets::hash(&to_hash, cost)).map_err(ApiError::Internal)?;
+    let hash = auth.bcrypt.run(move || secrets::hash(&to_hash, cost)).map_err(ApiError::Unavailable)?;
     let hash = hash.map_err(ApiError::Internal)?;
     let mut stored = None;
     for _ in 0..ID_ATTEMPTS {

@@ -178,7 +178,15 @@ fn authenticate_client(db: &Db, auth: &Auth, credentials: &Credentials) -> Resul
             let verified = auth
                 .bcrypt
                 .run(move || secrets::verify(&owned_secret, owned_hash.as_deref(), &dummy))
-                .map_err(ApiError::Internal)?;
+                .map_err(|why| {
+                    log::warn!("token request refused: {why}");
+                    oauth(
+                        503,
+                        "temporarily_unavailable",
+                        "the service is too busy to check secrets; retry shortly",
+                        credentials.basic,
+                    )
+                })?;
             if let (Some(hash), true) = (stored_hash, verified) {
                 auth.credentials.remember(id, secret, hash);
             }
