@@ -88,7 +88,7 @@ impl Application {
             dummy_hash: DummyHash::new(config.bcrypt_cost),
             credentials: CredentialCache::new(secrets::random_bytes::<32>().map_err(StartupError::Secret)?),
             bcrypt_slots: BcryptSlots::new(config.workers / 2),
-            bcrypt: BcryptPool::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            bcrypt: BcryptPool::start(std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1))
                 .map_err(|cause| StartupError::Thread { name: "bcrypt", cause })?,
             bcrypt_cost: config.bcrypt_cost,
             users: UserDirectory::load(&db)?,

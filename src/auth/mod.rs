@@ -35,7 +35,7 @@ pub struct Auth {
     pub credentials: CredentialCache,
     /// How many token requests may run bcrypt at once (half the workers).
     pub bcrypt_slots: BcryptSlots,
-    /// Where bcrypt runs: low-priority threads, so floods cannot starve reads.
+    /// Where bcrypt runs: at most half the cores, so floods cannot starve reads.
     pub bcrypt: BcryptPool,
     /// bcrypt cost for new client secrets.
     pub bcrypt_cost: u32,

@@ -327,9 +327,7 @@ both_backends!(
 both_backends!(
     fn a_flood_of_token_requests_cannot_take_every_worker(backend) {
         // Seed quickly at cost 4, then restart at cost 10: each check of an
-        // unknown client's secret now takes long enough to overlap. (Higher
-        // costs on low-priority bcrypt threads take minutes on a machine
-        // busy with other tests.)
+        // unknown client's secret now takes long enough to overlap.
         let db = TestDb::new(backend);
         drop(spawn_on(db.clone(), &[]));
         let app = spawn_on(db, &[("WORKERS", "4"), ("BCRYPT_COST", "10")]);
