@@ -47,6 +47,20 @@ struct Seen {
     reason: Option<String>,
     /// When the last check ended.
     checked_at: Option<SystemTime>,
+    /// Checks in a row that got an error (not a timeout).
+    errors_in_a_row: u32,
+}
+
+/// How many failed checks in a row (errors, not timeouts) open the breaker.
+pub const ERRORS_TO_OPEN: u32 = 2;
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The database answered with an error (or refused the connection).
+    Error(String),
+    /// No answer within [`PROBE_TIMEOUT`].
+    NoAnswer(String),
 }
 
 /// A snapshot for `/health`.
@@ -69,7 +83,10 @@ impl DbHealth {
 
     fn with_flag(down: &'static AtomicBool) -> DbHealth {
         let now = SystemTime::now();
-        DbHealth { down, seen: Mutex::new(Seen { last_success: Some(now), reason: None, checked_at: Some(now) }) }
+        DbHealth {
+            down,
+            seen: Mutex::new(Seen { last_success: Some(now), reason: None, checked_at: Some(now), errors_in_a_row: 0 }),
+        }
     }
 
     /// Whether requests that need the database should be refused at once.
@@ -88,26 +105,38 @@ impl DbHealth {
         }
     }
 
-    /// Records one check; logs once per change between up and down.
-    pub fn record(&self, result: Result<(), String>) {
+    /// Records one check; logs once per change between up and down. One
+    /// error may be a pooled connection the server had closed (the next check
+    /// gets a fresh one), so it takes [`ERRORS_TO_OPEN`] in a row, checked
+    /// back to back; a check that got no answer in time opens the breaker
+    /// at once.
+    pub fn record(&self, result: Result<(), Failure>) {
         let now = SystemTime::now();
         let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         seen.checked_at = Some(now);
-        match result {
+        let reason = match result {
             Ok(()) => {
                 seen.last_success = Some(now);
                 seen.reason = None;
+                seen.errors_in_a_row = 0;
                 if self.down.swap(false, Ordering::Relaxed) {
                     log::warn!("database answering again: requests that need it are served");
                 }
+                return;
             }
-            Err(reason) => {
-                if !self.down.swap(true, Ordering::Relaxed) {
-                    log::error!("database not answering ({reason}): requests that need it get 503 until it does");
+            Err(Failure::Error(reason)) => {
+                seen.errors_in_a_row += 1;
+                if seen.errors_in_a_row < ERRORS_TO_OPEN && !self.is_down() {
+                    return;
                 }
-                seen.reason = Some(reason);
+                reason
             }
+            Err(Failure::NoAnswer(reason)) => reason,
+        };
+        if !self.down.swap(true, Ordering::Relaxed) {
+            log::error!("database not answering ({reason}): requests that need it get 503 until it does");
         }
+        seen.reason = Some(reason);
     }
 
     /// Starts the prober: every [`PROBE_INTERVAL`] `ping` runs on a thread of
@@ -133,21 +162,35 @@ impl DbHealth {
                     return;
                 }
                 let started = Instant::now();
-                match answers.recv_timeout(PROBE_TIMEOUT) {
-                    Ok(result) => health.record(result.map_err(|e| e.to_string())),
+                let failed = match answers.recv_timeout(PROBE_TIMEOUT) {
+                    Ok(result) => {
+                        let failed = result.is_err();
+                        health.record(result.map_err(|e| Failure::Error(e.to_string())));
+                        failed
+                    }
                     Err(RecvTimeoutError::Timeout) => {
-                        health.record(Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())));
+                        health.record(Err(Failure::NoAnswer(format!(
+                            "no answer within {} ms",
+                            PROBE_TIMEOUT.as_millis()
+                        ))));
                         // Wait for the stuck ping before asking again.
                         match answers.recv() {
-                            Ok(result) => health.record(
-                                result
-                                    .map_err(|e| e.to_string())
-                                    .map_err(|e| format!("{e} (after {} ms)", started.elapsed().as_millis())),
-                            ),
+                            Ok(result) => {
+                                let failed = result.is_err();
+                                health.record(result.map_err(|e| {
+                                    Failure::NoAnswer(format!("{e} (after {} ms)", started.elapsed().as_millis()))
+                                }));
+                                failed
+                            }
                             Err(_) => return,
                         }
                     }
                     Err(RecvTimeoutError::Disconnected) => return,
+                };
+                // After an error, check again at once: one error may be a
+                // dead pooled connection, and the second check tells.
+                if failed && !health.is_down() {
+                    continue;
                 }
                 thread::sleep(PROBE_INTERVAL);
             }
@@ -177,10 +220,13 @@ mod tests {
         let health = isolated();
         assert!(!health.is_down());
 
-        health.record(Err("connection refused".into()));
+        health.record(Err(Failure::Error("connection refused".into())));
+        let after_one = health.is_down();
+        health.record(Err(Failure::Error("connection refused".into())));
         let down = health.report();
         health.record(Ok(()));
 
+        assert!(!after_one, "one error may be a dead pooled connection");
         assert!(!down.healthy);
         assert_eq!(down.reason.as_deref(), Some("connection refused"));
         assert!(!health.is_down());
