@@ -303,7 +303,7 @@ impl Db {
             Db::Sqlite(sqlite) => sqlite.write(|conn| work(&Tx(RefCell::new(TxInner::Sqlite(conn))))),
             Db::Postgres(pool) => {
                 let mut conn = acquire(pool, pool.connection_timeout(), Breaker::Respect)?;
-                let PgConn { client, prepared } = &mut *conn;
+                let PgConn { client, prepared, .. } = &mut *conn;
                 let tx = Tx(RefCell::new(TxInner::Postgres { tx: client.transaction()?, prepared }));
                 let out = work(&tx)?;
                 match tx.0.into_inner() {

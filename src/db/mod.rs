@@ -73,6 +73,10 @@ pub struct SqliteDb {
 pub struct PgConn {
     client: postgres::Client,
     prepared: HashMap<&'static str, postgres::Statement>,
+    /// The server ended this connection (a FATAL error such as "terminating
+    /// connection due to administrator command", or a lost socket), even if
+    /// the driver has not noticed the socket closing yet.
+    broken: bool,
 }
 
 impl PgConn {
@@ -101,7 +105,27 @@ impl PgConn {
     /// afresh next time rather than fail for the connection's life.
     fn forget(&mut self, sql: &'static str, err: postgres::Error) -> DbError {
         self.prepared.remove(sql);
+        self.note(err)
+    }
+
+    /// Converts a driver error, remembering whether it ended the connection.
+    fn note(&mut self, err: postgres::Error) -> DbError {
+        let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        self.broken |= err.is_closed() || code.starts_with("08") || code.starts_with("57P0");
         err.into()
+    }
+
+    /// `SELECT 1`: whether the server answers on this connection.
+    fn check(&mut self) -> Result<(), DbError> {
+        match self.client.simple_query("SELECT 1") {
+            Ok(_) => Ok(()),
+            Err(err) => Err(self.note(err)),
+        }
+    }
+
+    /// Whether the connection can no longer be used.
+    fn is_dead(&self) -> bool {
+        self.broken || self.client.is_closed()
     }
 }
 
@@ -127,7 +151,7 @@ impl ManageConnection for PgManager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
-        Ok(PgConn { client: self.0.connect()?, prepared: HashMap::new() })
+        Ok(PgConn { client: self.0.connect()?, prepared: HashMap::new(), broken: false })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
@@ -135,7 +159,7 @@ impl ManageConnection for PgManager {
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        self.0.has_broken(&mut conn.client)
+        conn.broken || self.0.has_broken(&mut conn.client)
     }
 }
 
@@ -341,9 +365,7 @@ impl Db {
                 conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
                 Ok(())
             }
-            Db::Postgres(pool) => {
-                pg_repeatable(pool, wait, Breaker::Ignore, |conn| Ok(conn.simple_query("SELECT 1").map(|_| ())?))
-            }
+            Db::Postgres(pool) => pg_repeatable(pool, wait, Breaker::Ignore, PgConn::check),
         }
     }
 }
@@ -393,7 +415,7 @@ fn pg_repeatable<T>(
     for _ in 0..=pool.max_size() {
         let mut conn = acquire(pool, wait, breaker)?;
         match work(&mut conn) {
-            Err(err) if conn.is_closed() => last = Some(err),
+            Err(err) if conn.is_dead() => last = Some(err),
             result => return result,
         }
     }
