@@ -5,9 +5,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use crate::auth::cache::CredentialCache;
+use crate::auth::lockout::FailureLimiter;
+use crate::auth::revocation::{self, Revocations};
 use crate::auth::secrets::{self, BcryptPool, BcryptSlots, DummyHash};
 use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
@@ -15,9 +19,55 @@ use crate::config::Config;
 use crate::db::health::{DbHealth, PROBE_CONNECTION_WAIT};
 use crate::db::{self, Db, DbError};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::seed::{self, SeedError};
 use crate::state::AppState;
+
+/// How often the revocation sync also deletes revocations of expired tokens.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps `Auth::revocations` in step with the database every
+/// `REVOCATION_SYNC_MS` (see `auth::revocation`), deletes revocations of
+/// expired tokens once a minute, and refreshes the lockout gauge. Holds the
+/// state weakly, so it ends when the service stops. A failed sync keeps what
+/// is known (it is logged once, and again when it recovers): while the
+/// database is down the routes that check tokens answer 503 anyway.
+fn start_revocation_sync(state: Weak<AppState>) -> std::io::Result<()> {
+    let every = state.upgrade().map_or(Duration::from_secs(1), |s| s.config.revocation_sync);
+    std::thread::Builder::new().name("revocation-sync".into()).spawn(move || {
+        let (mut failing, mut last_purge) = (false, Instant::now());
+        loop {
+            std::thread::sleep(every);
+            let Some(state) = state.upgrade() else { return };
+            let auth = &state.auth;
+            metrics::TOKEN_LOCKED_CLIENTS.store(auth.lockout.locked_count() as i64, Ordering::Relaxed);
+            if state.db_health.is_down() {
+                continue;
+            }
+            match auth.revocations.sync(&state.db) {
+                Ok(_) if failing => {
+                    failing = false;
+                    log::info!("revocation sync: reading the database again");
+                }
+                Ok(_) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    log::warn!("revocation sync: cannot read the database ({err}); keeping what is known");
+                }
+                Err(_) => {}
+            }
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = Instant::now();
+                match revocation::purge_expired(&state.db) {
+                    Ok(0) => {}
+                    Ok(n) => log::debug!("revocation sync: {n} revocations of expired tokens deleted"),
+                    Err(err) => log::debug!("revocation sync: cannot delete expired revocations: {err}"),
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug)]
@@ -92,7 +142,11 @@ impl Application {
                 .map_err(|cause| StartupError::Thread { name: "bcrypt", cause })?,
             bcrypt_cost: config.bcrypt_cost,
             users: UserDirectory::load(&db)?,
+            revocations: Revocations::new(config.jwt_expiration),
+            lockout: FailureLimiter::new(config.token_failures),
         };
+        // Tokens revoked before this start are refused from the first request.
+        auth.revocations.sync(&db)?;
 
         let workers = config.workers;
         let driver = db.driver_name();
@@ -106,6 +160,8 @@ impl Application {
         let probed = Arc::downgrade(&state);
         DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_CONNECTION_WAIT)))
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
+        start_revocation_sync(Arc::downgrade(&state))
+            .map_err(|cause| StartupError::Thread { name: "revocation sync", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Thread { name: "HTTP worker", cause })?;
         let up = format!(

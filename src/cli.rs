@@ -151,6 +151,8 @@ fn init_logging(level: LevelFilter) {
         .with_utc_timestamps()
         .with_level(level.min(LevelFilter::Info))
         .with_module_level("pizza_api", level)
+        // The audit log is written whatever the level.
+        .with_module_level(crate::auth::audit::TARGET, LevelFilter::Info.max(level))
         // The PostgreSQL driver logs server notices ("already exists, skipping") at info.
         .with_module_level("postgres", level.min(LevelFilter::Warn))
         // The listener warns when accepting pauses; its debug lines are noise.

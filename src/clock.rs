@@ -43,6 +43,11 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The instant `seconds` after the Unix epoch.
+pub fn from_unix_seconds(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,6 +156,21 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// What one client may make the HTTP listener hold.
     pub http: HttpLimits,
+    /// Guesses at one client's secret before the token endpoint stops checking them.
+    pub token_failures: FailureLimit,
+    /// `REVOCATION_SYNC_MS`: how often each replica reads what was revoked.
+    pub revocation_sync: Duration,
+}
+
+/// The brute-force limit of client authentication: after `limit` wrong
+/// secrets for one client ID within `window`, that ID is answered 429 without
+/// a bcrypt check until the window has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureLimit {
+    /// `TOKEN_FAILURE_LIMIT`: wrong secrets allowed per window.
+    pub limit: u32,
+    /// `TOKEN_FAILURE_WINDOW_SECONDS`: the window, from the first failure.
+    pub window: Duration,
 }
 
 /// Limits of the HTTP listener (`HTTP_*`, `MAX_CONNECTIONS`). Past each, the
@@ -319,8 +334,17 @@ impl Config {
             ));
         }
 
+        let seed_dev_data = env.boolean("SEED_DEV_DATA")?;
         if app_env == AppEnv::Production {
             refuse_placeholders(&env)?;
+            if seed_dev_data == Some(true) {
+                return Err(invalid(
+                    "SEED_DEV_DATA",
+                    "must not be true when APP_ENV=production: the development data includes an admin client \
+                     whose secret is published (dev-client / dev-secret-123)"
+                        .into(),
+                ));
+            }
         }
 
         Ok(Config {
@@ -335,7 +359,7 @@ impl Config {
             bootstrap_client_id,
             bootstrap_client_secret,
             bcrypt_cost: env.number("BCRYPT_COST", 10, 4, 31)? as u32,
-            seed_dev_data: env.boolean("SEED_DEV_DATA")?,
+            seed_dev_data,
             workers: env.number("WORKERS", default_workers() as u64, 1, 1024)? as usize,
             shutdown_timeout: Duration::from_secs(env.number("SHUTDOWN_TIMEOUT", 10, 1, 3600)?),
             http: HttpLimits {
@@ -356,6 +380,11 @@ impl Config {
                     1 << 40,
                 )? as usize,
             },
+            token_failures: FailureLimit {
+                limit: env.number("TOKEN_FAILURE_LIMIT", 10, 1, 1_000_000)? as u32,
+                window: Duration::from_secs(env.number("TOKEN_FAILURE_WINDOW_SECONDS", 60, 1, 86_400)?),
+            },
+            revocation_sync: Duration::from_millis(env.number("REVOCATION_SYNC_MS", 1000, 50, 60_000)?),
         })
     }
 
@@ -386,7 +415,8 @@ impl Config {
              CONN_MAX_LIFETIME={} DB_ACQUIRE_TIMEOUT_MS={} DB_CONNECT_TIMEOUT_MS={} DB_STATEMENT_TIMEOUT_MS={} JWT_SECRET={} JWT_EXPIRATION={} BOOTSTRAP_CLIENT_ID={} \
              BOOTSTRAP_CLIENT_SECRET={} BCRYPT_COST={} SEED_DEV_DATA={} SHUTDOWN_TIMEOUT={} MAX_CONNECTIONS={} \
              HTTP_MAX_HEADER_BYTES={} HTTP_READ_TIMEOUT_MS={} HTTP_KEEPALIVE_TIMEOUT_MS={} HTTP_WRITE_TIMEOUT_MS={} \
-             HTTP_MAX_BUFFERED_BODY_BYTES={}",
+             HTTP_MAX_BUFFERED_BODY_BYTES={} TOKEN_FAILURE_LIMIT={} TOKEN_FAILURE_WINDOW_SECONDS={} \
+             REVOCATION_SYNC_MS={}",
             match self.app_env {
                 AppEnv::Development => "development",
                 AppEnv::Production => "production",
@@ -415,6 +445,9 @@ impl Config {
             self.http.keepalive_timeout.as_millis(),
             self.http.write_timeout.as_millis(),
             self.http.max_buffered_body_bytes,
+            self.token_failures.limit,
+            self.token_failures.window.as_secs(),
+            self.revocation_sync.as_millis(),
         )
     }
 }
@@ -549,10 +582,13 @@ mod tests {
     }
 
     #[test]
-    fn production_seeds_only_when_asked() {
+    fn production_refuses_the_development_seed() {
         let long = "x".repeat(MIN_PRODUCTION_JWT_SECRET_BYTES);
-        let config = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long), ("SEED_DEV_DATA", "true")]).unwrap();
-        assert!(config.seed_enabled());
+        let err = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long), ("SEED_DEV_DATA", "true")]).unwrap_err();
+        assert_eq!(err.variable, "SEED_DEV_DATA");
+        assert!(err.reason.contains("admin client"), "{err}");
+        let config = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &long), ("SEED_DEV_DATA", "false")]).unwrap();
+        assert!(!config.seed_enabled());
     }
 
     #[test]

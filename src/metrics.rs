@@ -26,6 +26,20 @@ pub static BCRYPT_SLOTS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 /// Token requests answered from the credential cache, and those that ran bcrypt.
 pub static CREDENTIAL_CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 pub static CREDENTIAL_CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
+/// Client authentications (token and revocation endpoints) that failed: a
+/// wrong secret or an unknown client.
+pub static TOKEN_AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Client authentications refused with 429 (too many failures), without bcrypt.
+pub static TOKEN_LOCKOUT_REFUSALS: AtomicU64 = AtomicU64::new(0);
+/// Client IDs refused now for too many failures (set by the revocation sync, every second).
+pub static TOKEN_LOCKED_CLIENTS: AtomicI64 = AtomicI64::new(0);
+/// Revocations made through this process: clients deleted, secrets rotated, tokens revoked.
+pub static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Clients and single tokens revoked now, as this process knows them.
+pub static REVOKED_CLIENTS: AtomicI64 = AtomicI64::new(0);
+pub static REVOKED_TOKENS: AtomicI64 = AtomicI64::new(0);
+/// When this process last read the revocations from the database (Unix seconds).
+pub static REVOCATIONS_SYNCED_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Worker threads running, and the times one started its loop again after a panic.
 pub static WORKERS_ALIVE: AtomicI64 = AtomicI64::new(0);

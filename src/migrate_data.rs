@@ -81,12 +81,18 @@ const INSERT_PIZZA: Statement = Statement {
 
 const SELECT_CLIENTS: Statement = Statement::both(
     "SELECT id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, created_at, updated_at, \
-     deleted_at FROM oauth_clients ORDER BY created_at, id",
+     deleted_at, secret_generation, previous_secret_hash, previous_secret_expires_at \
+     FROM oauth_clients ORDER BY created_at, id",
 );
 const INSERT_CLIENT: Statement = Statement::both(
     "INSERT INTO oauth_clients (id, secret_hash, name, domain, scopes, grant_types, redirect_uri, user_id, \
-     created_at, updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+     created_at, updated_at, deleted_at, secret_generation, previous_secret_hash, previous_secret_expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
 );
+const SELECT_REVOKED: Statement =
+    Statement::both("SELECT jti, client_id, expires_at, revoked_at FROM revoked_tokens ORDER BY jti");
+const INSERT_REVOKED: Statement =
+    Statement::both("INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4)");
 
 // New rows continue after the copied IDs (SQLite's INTEGER PRIMARY KEY does
 // by itself).
@@ -127,8 +133,20 @@ fn copy(source: &Db, tx: &Tx<'_>) -> Result<Copied, DbError> {
     })?;
     let clients = copy_rows(source, tx, &SELECT_CLIENTS, &INSERT_CLIENT, |row| {
         let mut cells = (0..7).map(|i| text(row, i)).collect::<Result<Vec<_>, _>>()?;
-        cells.extend([Cell::Int(row.int(7)?), time(row, 8)?, time(row, 9)?, Cell::Time(row.opt_time(10)?)]);
+        cells.extend([
+            Cell::Int(row.int(7)?),
+            time(row, 8)?,
+            time(row, 9)?,
+            Cell::Time(row.opt_time(10)?),
+            Cell::Int(row.int(11)?),
+            Cell::OptText(row.opt_text(12)?),
+            Cell::Time(row.opt_time(13)?),
+        ]);
         Ok(cells)
+    })?;
+    // Tokens revoked on the source stay revoked on the target.
+    copy_rows(source, tx, &SELECT_REVOKED, &INSERT_REVOKED, |row| {
+        Ok(vec![text(row, 0)?, text(row, 1)?, Cell::Int(row.int(2)?), time(row, 3)?])
     })?;
     tx.run_script(&RESTART_SEQUENCES)?;
     Ok(Copied { users, pizzas, deleted_pizzas: deleted, clients })
@@ -139,6 +157,7 @@ enum Cell {
     Int(i64),
     Real(f64),
     Text(String),
+    OptText(Option<String>),
     Time(Option<std::time::SystemTime>),
 }
 
@@ -148,6 +167,7 @@ impl Cell {
             Cell::Int(v) => Value::Int(Some(*v)),
             Cell::Real(v) => Value::Real(*v),
             Cell::Text(v) => Value::Text(Some(v)),
+            Cell::OptText(v) => Value::Text(v.as_deref()),
             Cell::Time(v) => Value::Time(*v),
         }
     }

@@ -4,7 +4,7 @@
 //! rows are created with the database's own conflict handling and the seed's
 //! pizzas under a lock.
 
-use crate::auth::{Role, secrets, users};
+use crate::auth::{Role, revocation, secrets, users};
 use crate::clients::input::{CLIENT_CREDENTIALS, DEFAULT_SCOPES, NewClient};
 use crate::clients::store as clients;
 use crate::clock;
@@ -61,8 +61,15 @@ pub fn bootstrap(db: &Db, config: &Config) -> Result<(), SeedError> {
     if let Some(stored) = clients::secret_hash(db, id)? {
         match given {
             Some(secret) if !bcrypt::verify(secret, &stored).unwrap_or(false) => {
-                clients::set_secret_hash(db, id, &hash(secret, config.bcrypt_cost)?)?;
-                log::info!("bootstrap client {id}: secret replaced by BOOTSTRAP_CLIENT_SECRET");
+                let hash = hash(secret, config.bcrypt_cost)?;
+                // A rotation like any other: tokens issued under the old secret are revoked.
+                db.transaction(|tx| {
+                    clients::rotate(tx, id, &hash, None)?;
+                    revocation::bump_revision(tx)
+                })?;
+                log::info!(
+                    "bootstrap client {id}: secret replaced by BOOTSTRAP_CLIENT_SECRET; its earlier tokens are revoked"
+                );
             }
             _ => log::info!("bootstrap client {id}: already present"),
         }

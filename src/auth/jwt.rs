@@ -13,7 +13,12 @@ use super::Role;
 /// disagree by a little.
 const CLOCK_SKEW_SECONDS: u64 = 5;
 
-/// The claims of an access token, in the contract's order.
+/// The longest `jti` accepted (the service issues 22 characters).
+const MAX_JTI_BYTES: usize = 64;
+
+/// The claims of an access token: the contract's, in its order, then what
+/// revocation needs (RFC 9068's `client_id`, a unique `jti`, and `gen`, the
+/// client's secret generation when the token was issued).
 #[derive(Debug, Serialize)]
 pub struct Claims<'a> {
     pub uid: String,
@@ -22,6 +27,9 @@ pub struct Claims<'a> {
     pub scope: &'a str,
     pub iat: u64,
     pub exp: u64,
+    pub client_id: &'a str,
+    pub jti: &'a str,
+    pub r#gen: u64,
 }
 
 /// What a token may carry; each field is checked after decoding, so a
@@ -35,6 +43,9 @@ struct IncomingClaims {
     iat: Option<Value>,
     nbf: Option<Value>,
     exp: Option<Value>,
+    client_id: Option<Value>,
+    jti: Option<Value>,
+    r#gen: Option<Value>,
 }
 
 /// The caller a valid token names.
@@ -44,6 +55,12 @@ pub struct Caller {
     pub role: Role,
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// The token's own ID (`jti`); tokens from before revocation existed have none.
+    pub token_id: Option<String>,
+    /// The client's secret generation the token was issued under (`gen`, 0 when absent).
+    pub generation: u64,
+    /// When the token expires (`exp`, Unix seconds).
+    pub expires_at: u64,
 }
 
 impl Caller {
@@ -148,17 +165,28 @@ fn check_claims(claims: IncomingClaims, now: u64) -> Result<Caller, TokenError> 
         .and_then(Value::as_str)
         .and_then(Role::parse)
         .ok_or_else(|| invalid("role must be admin or user"))?;
-    let client_id = match &claims.aud {
-        Some(Value::String(aud)) => aud.clone(),
-        Some(Value::Array(auds)) => auds.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
-        _ => String::new(),
+    let client_id = match (&claims.client_id, &claims.aud) {
+        (Some(Value::String(id)), _) => id.clone(),
+        (Some(_), _) => return Err(invalid("client_id must be a string")),
+        (None, Some(Value::String(aud))) => aud.clone(),
+        (None, Some(Value::Array(auds))) => auds.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
+        (None, _) => String::new(),
+    };
+    let token_id = match &claims.jti {
+        None => None,
+        Some(Value::String(jti)) if !jti.is_empty() && jti.len() <= MAX_JTI_BYTES => Some(jti.clone()),
+        Some(_) => return Err(invalid("jti must be a string of 1 to 64 bytes")),
+    };
+    let generation = match &claims.r#gen {
+        None => 0,
+        Some(value) => value.as_u64().ok_or_else(|| invalid("gen must be a whole number"))?,
     };
     let scopes = match &claims.scope {
         None => Vec::new(),
         Some(Value::String(scope)) => scope.split_whitespace().map(str::to_owned).collect(),
         Some(_) => return Err(invalid("scope must be a string")),
     };
-    Ok(Caller { user_id, role, client_id, scopes })
+    Ok(Caller { user_id, role, client_id, scopes, token_id, generation, expires_at: exp })
 }
 
 fn seconds(value: Option<&Value>) -> Option<u64> {
@@ -191,9 +219,36 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_to_its_caller() {
         let keys = keys();
-        let claims = Claims { uid: "7".into(), role: "user", aud: "c", scope: "read", iat: NOW, exp: NOW + 10 };
+        let claims = Claims {
+            uid: "7".into(),
+            role: "user",
+            aud: "c",
+            scope: "read",
+            iat: NOW,
+            exp: NOW + 10,
+            client_id: "c",
+            jti: "j1",
+            r#gen: 3,
+        };
         let caller = keys.verify(&keys.issue(&claims).unwrap(), NOW).unwrap();
-        assert_eq!(caller, Caller { user_id: 7, role: Role::User, client_id: "c".into(), scopes: vec!["read".into()] });
+        assert_eq!(
+            caller,
+            Caller {
+                user_id: 7,
+                role: Role::User,
+                client_id: "c".into(),
+                scopes: vec!["read".into()],
+                token_id: Some("j1".into()),
+                generation: 3,
+                expires_at: NOW + 10,
+            }
+        );
+    }
+
+    #[test]
+    fn a_token_without_revocation_claims_names_its_client_by_audience() {
+        let caller = keys().verify(&token(&good(), Algorithm::HS512, KEY), NOW).unwrap();
+        assert_eq!((caller.client_id.as_str(), caller.token_id, caller.generation), ("dev-client", None, 0));
     }
 
     #[test]
@@ -253,6 +308,11 @@ mod tests {
             ("role", json!("superuser")),
             ("role", json!(null)),
             ("exp", json!(null)),
+            ("jti", json!(7)),
+            ("jti", json!("")),
+            ("gen", json!(-1)),
+            ("gen", json!("2")),
+            ("client_id", json!(5)),
         ] {
             let mut claims = good();
             if value.is_null() {

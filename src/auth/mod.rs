@@ -1,11 +1,15 @@
 //! Authentication and authorisation: access tokens (`jwt`), client secrets
-//! and bcrypt (`secrets`), the verified-secret cache (`cache`), roles
-//! (`role`), and the checks protected routes run on their caller (this
-//! module). Handlers call these; the token endpoint itself is a resource
-//! (`clients::token`).
+//! and bcrypt (`secrets`), the verified-secret cache (`cache`), revoked
+//! tokens (`revocation`), the brute-force limit (`lockout`), the audit log
+//! (`audit`), roles (`role`), and the checks protected routes run on their
+//! caller (this module). Handlers call these; the token endpoint itself is a
+//! resource (`clients::token`).
 
+pub mod audit;
 pub mod cache;
 pub mod jwt;
+pub mod lockout;
+pub mod revocation;
 pub mod role;
 pub mod secrets;
 pub mod users;
@@ -19,6 +23,8 @@ use crate::clock;
 use crate::db::Db;
 use crate::rest::{ApiError, Request};
 use cache::CredentialCache;
+use lockout::FailureLimiter;
+use revocation::Revocations;
 use secrets::{BcryptPool, BcryptSlots, DummyHash};
 use users::{Lookup, UserDirectory};
 
@@ -41,10 +47,15 @@ pub struct Auth {
     pub bcrypt_cost: u32,
     /// Every user and their current role.
     pub users: UserDirectory,
+    /// Tokens revoked on any replica (kept in step by a background sync).
+    pub revocations: Revocations,
+    /// Wrong secrets per client ID, for the brute-force limit.
+    pub lockout: FailureLimiter,
 }
 
 /// The caller named by the request's `Authorization: Bearer` token. The
-/// token's user must still exist (an in-memory check).
+/// token must not be revoked and its user must still exist (both checks in
+/// memory).
 pub fn authenticate(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiError> {
     let Some(value) = rq.header("Authorization") else {
         return Err(unauthorized("authorization_required", "this route needs an Authorization: Bearer <token> header"));
@@ -58,6 +69,15 @@ pub fn authenticate(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiErr
         TokenError::Expired => unauthorized("expired_token", "the access token has expired; request a new one"),
         TokenError::Invalid(why) => ApiError::Unauthorized { error: "invalid_token", description: why },
     })?;
+    if let Err(revoked) = auth.revocations.check(&caller) {
+        audit::event(rq, "token.rejected")
+            .with_text("client_id", &caller.client_id)
+            .with("user_id", caller.user_id)
+            .with("jti", caller.token_id.clone())
+            .with("reason", revoked.describe())
+            .log();
+        return Err(unauthorized("invalid_token", revoked.describe()));
+    }
     match auth.users.lookup(db, caller.user_id)? {
         Lookup::Known => Ok(caller),
         Lookup::Unknown => Err(unauthorized("invalid_token", "the user this token names does not exist")),

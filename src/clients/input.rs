@@ -1,4 +1,5 @@
-//! A new client's fields, validated: `POST /api/v1/clients`'s body.
+//! A new client's fields, validated: `POST /api/v1/clients`'s body; and a
+//! rotation's: `POST /api/v1/clients/{id}/secret`'s.
 
 use serde_json::{Map, Value};
 
@@ -53,6 +54,45 @@ impl NewClient {
             grant_types: dedup(grant_types).join(" "),
             redirect_uri: redirect_uri.to_owned(),
         })
+    }
+}
+
+/// The longest grace period a rotation may give the old secret: one day.
+pub const MAX_GRACE_SECONDS: u64 = 86_400;
+
+/// A rotation's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// How long the replaced secret keeps working; 0: not at all.
+    pub grace_seconds: u64,
+}
+
+impl Rotation {
+    /// Validates a rotation body: none at all, or a JSON object with an
+    /// optional `grace_seconds` (a whole number from 0 to 86400).
+    pub fn parse(body: &[u8]) -> Result<Rotation, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Rotation { grace_seconds: 0 });
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
+        let Some(object) = value.as_object() else {
+            return Err(ApiError::InvalidBody("the body must be a JSON object".into()));
+        };
+        let grace_seconds = match object.get("grace_seconds") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|&s| s <= MAX_GRACE_SECONDS)
+                .ok_or_else(|| field_error("grace_seconds", "grace_seconds must be a whole number from 0 to 86400"))?,
+            Some(_) => {
+                return Err(ApiError::WrongType {
+                    field: "grace_seconds",
+                    message: "grace_seconds must be a number".into(),
+                });
+            }
+        };
+        Ok(Rotation { grace_seconds })
     }
 }
 
@@ -150,6 +190,22 @@ mod tests {
             let result = NewClient::parse(&json!({"name": "a", field: null}));
             assert!(matches!(result, Err(ApiError::WrongType { field: f, .. }) if f == field), "{field}");
         }
+    }
+
+    #[test]
+    fn a_rotation_without_a_body_has_no_grace_period() {
+        assert_eq!(Rotation::parse(b"").unwrap(), Rotation { grace_seconds: 0 });
+        assert_eq!(Rotation::parse(b"{}").unwrap(), Rotation { grace_seconds: 0 });
+        assert_eq!(Rotation::parse(br#"{"grace_seconds": 300}"#).unwrap(), Rotation { grace_seconds: 300 });
+    }
+
+    #[test]
+    fn a_grace_period_beyond_a_day_or_not_whole_is_refused() {
+        for body in [&br#"{"grace_seconds": 86401}"#[..], br#"{"grace_seconds": -1}"#, br#"{"grace_seconds": 1.5}"#] {
+            assert!(matches!(Rotation::parse(body), Err(ApiError::InvalidField { field: "grace_seconds", .. })));
+        }
+        assert!(matches!(Rotation::parse(br#"{"grace_seconds": "60"}"#), Err(ApiError::WrongType { .. })));
+        assert!(matches!(Rotation::parse(b"[1]"), Err(ApiError::InvalidBody(_))));
     }
 
     #[test]

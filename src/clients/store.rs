@@ -1,6 +1,8 @@
 //! The `oauth_clients` queries: each statement once, as its pair of dialect
 //! texts, beside the function that runs it through the executor.
 
+use std::time::SystemTime;
+
 use serde::Serialize;
 
 use super::input::NewClient;
@@ -17,6 +19,11 @@ pub struct TokenClient {
     pub user_id: i64,
     /// The owner's role, read when the token is issued.
     pub role: Role,
+    /// The secret generation: bumped by every rotation, carried by tokens.
+    pub generation: u64,
+    /// During a rotation's grace period, the replaced secret's hash and when
+    /// the grace period ends.
+    pub previous: Option<(String, SystemTime)>,
 }
 
 /// A client as `GET /api/v1/clients` lists it: never a secret or a hash.
@@ -40,7 +47,8 @@ fn storable(id: &str) -> bool {
 }
 
 const SELECT_FOR_TOKEN: Statement = Statement::both(
-    "SELECT c.secret_hash, c.scopes, c.grant_types, c.user_id, u.role \
+    "SELECT c.secret_hash, c.scopes, c.grant_types, c.user_id, u.role, c.secret_generation, \
+     c.previous_secret_hash, c.previous_secret_expires_at \
      FROM oauth_clients c JOIN users u ON u.id = c.user_id \
      WHERE c.id = $1 AND c.deleted_at IS NULL",
 );
@@ -51,14 +59,21 @@ pub fn find_for_token(db: &impl Exec, id: &str) -> Result<Option<TokenClient>, D
     if !storable(id) {
         return Ok(None);
     }
+    let now = clock::now();
     let found = db.read_one(&SELECT_FOR_TOKEN, &[id.into()], |row| {
         let Some(role) = Role::parse(&row.text(4)?) else { return Ok(None) };
+        let previous = match (row.opt_text(6)?, row.opt_time(7)?) {
+            (Some(hash), Some(until)) if until > now => Some((hash, until)),
+            _ => None,
+        };
         Ok(Some(TokenClient {
             secret_hash: row.text(0)?,
             scopes: row.text(1)?,
             grant_types: row.text(2)?,
             user_id: row.int(3)?,
             role,
+            generation: row.int(5)?.max(0) as u64,
+            previous,
         }))
     })?;
     Ok(found.flatten())
@@ -116,13 +131,55 @@ const SOFT_DELETE: Statement = Statement::both(
      WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL",
 );
 
-/// Marks the caller's client `id` deleted; false when there was none to delete.
+/// Marks the caller's client `id` deleted at `at`; false when there was
+/// none to delete. Run it in a transaction that also bumps the revocation
+/// revision.
 #[must_use = "false means nothing was deleted"]
-pub fn soft_delete(db: &impl Exec, id: &str, user_id: i64) -> Result<bool, DbError> {
+pub fn soft_delete(db: &impl Exec, id: &str, user_id: i64, at: SystemTime) -> Result<bool, DbError> {
     if !storable(id) {
         return Ok(false);
     }
-    Ok(db.execute(&SOFT_DELETE, &[clock::now().into(), id.into(), user_id.into()])? == 1)
+    Ok(db.execute(&SOFT_DELETE, &[at.into(), id.into(), user_id.into()])? == 1)
+}
+
+const SELECT_OWNER: Statement =
+    Statement::both("SELECT user_id FROM oauth_clients WHERE id = $1 AND deleted_at IS NULL");
+
+/// The owner of the active client `id`.
+pub fn owner(db: &impl Exec, id: &str) -> Result<Option<i64>, DbError> {
+    if !storable(id) {
+        return Ok(None);
+    }
+    db.read_one(&SELECT_OWNER, &[id.into()], |row| row.int(0))
+}
+
+const ROTATE: Statement = Statement::both(
+    // Parameters appear in order: SQLite numbers `$N` by first appearance.
+    // Every right-hand side reads the row as it was, so previous_secret_hash
+    // gets the replaced hash.
+    "UPDATE oauth_clients SET secret_hash = $1, \
+     previous_secret_hash = CASE WHEN $2 IS NULL THEN NULL ELSE secret_hash END, \
+     previous_secret_expires_at = $2, secret_generation = secret_generation + 1, updated_at = $3 \
+     WHERE id = $4 AND deleted_at IS NULL RETURNING secret_generation",
+);
+
+/// Gives the active client `id` the secret hashed as `hash`: its generation
+/// goes up by one (tokens issued before are revoked) and the old secret
+/// keeps working until `previous_until`, when given. Returns the new
+/// generation, or `None` when there is no such client. Run it in a
+/// transaction that also bumps the revocation revision.
+pub fn rotate(
+    db: &impl Exec,
+    id: &str,
+    hash: &str,
+    previous_until: Option<SystemTime>,
+) -> Result<Option<u64>, DbError> {
+    if !storable(id) {
+        return Ok(None);
+    }
+    let params: [Value<'_>; 4] = [hash.into(), previous_until.into(), clock::now().into(), id.into()];
+    let generations = db.write(&ROTATE, &params, |row| row.int(0))?;
+    Ok(generations.first().map(|g| (*g).max(0) as u64))
 }
 
 const SELECT_HASH: Statement =
@@ -131,12 +188,4 @@ const SELECT_HASH: Statement =
 /// The bcrypt hash of the active client `id`.
 pub fn secret_hash(db: &impl Exec, id: &str) -> Result<Option<String>, DbError> {
     db.read_one(&SELECT_HASH, &[id.into()], |row| row.text(0))
-}
-
-const UPDATE_HASH: Statement =
-    Statement::both("UPDATE oauth_clients SET secret_hash = $1, updated_at = $2 WHERE id = $3");
-
-/// Replaces the hash of client `id` (rotating the bootstrap secret).
-pub fn set_secret_hash(db: &impl Exec, id: &str, hash: &str) -> Result<(), DbError> {
-    db.execute(&UPDATE_HASH, &[hash.into(), clock::now().into(), id.into()]).map(drop)
 }

@@ -18,7 +18,8 @@ use super::{Breaker, Db, DbError, PgConn, acquire, pg_repeatable};
 use crate::clock;
 
 /// One statement, written once per dialect. Parameters are `$1`, `$2`, …
-/// in both (SQLite reads `$N` as the N-th parameter).
+/// in both, and must first appear in that order: SQLite numbers `$N`
+/// parameters by first appearance, not by `N` (debug builds check it).
 #[derive(Debug, Clone, Copy)]
 pub struct Statement {
     pub sqlite: &'static str,
@@ -392,6 +393,7 @@ fn sqlite_rows<T>(
     params: &[Value<'_>],
     map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>,
 ) -> Result<Vec<T>, DbError> {
+    debug_assert!(parameters_in_order(sql), "parameters out of order (see Statement): {sql}");
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
@@ -402,7 +404,26 @@ fn sqlite_rows<T>(
 }
 
 fn sqlite_execute(conn: &rusqlite::Connection, sql: &str, params: &[Value<'_>]) -> Result<u64, DbError> {
+    debug_assert!(parameters_in_order(sql), "parameters out of order (see Statement): {sql}");
     Ok(conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))? as u64)
+}
+
+/// Whether the `$N` parameters of `sql` first appear as `$1`, `$2`, … in turn.
+fn parameters_in_order(sql: &str) -> bool {
+    let mut next = 1;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(n) = rest[..digits].parse::<usize>() else { continue };
+        if n > next {
+            return false;
+        }
+        if n == next {
+            next += 1;
+        }
+    }
+    true
 }
 
 fn pg_rows<T>(rows: &[postgres::Row], map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>) -> Result<Vec<T>, DbError> {
@@ -417,4 +438,16 @@ pub(super) fn pg_params<'p>(params: &'p [Value<'_>]) -> Vec<&'p (dyn ToSql + Syn
 /// The PostgreSQL types of `params`, for preparing a statement.
 pub(super) fn pg_types(params: &[Value<'_>]) -> Vec<Type> {
     params.iter().map(Value::pg_type).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameters_in_order;
+
+    #[test]
+    fn parameters_must_first_appear_in_order() {
+        assert!(parameters_in_order("UPDATE t SET a = $1, b = $2 WHERE c = $1 AND d = $3"));
+        assert!(parameters_in_order("SELECT '$' || x FROM t"));
+        assert!(!parameters_in_order("UPDATE t SET a = CASE WHEN $2 IS NULL THEN 0 END, b = $1"));
+    }
 }

@@ -25,12 +25,20 @@ pub struct Migration {
 }
 
 /// The SQLite schema files, oldest first.
-pub const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../../sql/sqlite/0001_initial.sql") }];
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../../sql/sqlite/0001_initial.sql") },
+    Migration { version: 2, name: "0002_credentials.sql", sql: include_str!("../../sql/sqlite/0002_credentials.sql") },
+];
 
 /// The PostgreSQL schema files, oldest first.
-pub const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../../sql/postgres/0001_initial.sql") }];
+pub const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../../sql/postgres/0001_initial.sql") },
+    Migration {
+        version: 2,
+        name: "0002_credentials.sql",
+        sql: include_str!("../../sql/postgres/0002_credentials.sql"),
+    },
+];
 
 /// Key of the advisory lock that serialises migrations across replicas
 /// (the bytes of "pizzamig" as a big-endian integer).

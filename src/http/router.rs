@@ -20,12 +20,14 @@ pub enum Route<'a> {
     Metrics,
     OpenApi,
     Token,
+    Revoke,
     PublicPizzas,
     PublicPizza(&'a str),
     Pizzas,
     Pizza(&'a str),
     Clients,
     Client(&'a str),
+    ClientSecret(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -48,12 +50,14 @@ impl<'a> Route<'a> {
             ["metrics"] => Route::Metrics,
             ["openapi.json"] => Route::OpenApi,
             ["api", "v1", "oauth", "token"] => Route::Token,
+            ["api", "v1", "oauth", "revoke"] => Route::Revoke,
             ["api", "v1", "public", "pizzas"] => Route::PublicPizzas,
             ["api", "v1", "public", "pizzas", id] => Route::PublicPizza(id),
             ["api", "v1", "pizzas"] => Route::Pizzas,
             ["api", "v1", "pizzas", id] => Route::Pizza(id),
             ["api", "v1", "clients"] => Route::Clients,
             ["api", "v1", "clients", id] => Route::Client(id),
+            ["api", "v1", "clients", id, "secret"] => Route::ClientSecret(id),
             _ => return None,
         })
     }
@@ -73,19 +77,21 @@ impl<'a> Route<'a> {
             Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
             Route::Token => "/api/v1/oauth/token",
+            Route::Revoke => "/api/v1/oauth/revoke",
             Route::PublicPizzas => "/api/v1/public/pizzas",
             Route::PublicPizza(_) => "/api/v1/public/pizzas/{id}",
             Route::Pizzas => "/api/v1/pizzas",
             Route::Pizza(_) => "/api/v1/pizzas/{id}",
             Route::Clients => "/api/v1/clients",
             Route::Client(_) => "/api/v1/clients/{id}",
+            Route::ClientSecret(_) => "/api/v1/clients/{id}/secret",
         }
     }
 
     /// The methods the route serves, for `Allow`.
     pub fn allow(&self) -> &'static str {
         match self {
-            Route::Token | Route::Pizzas => "POST",
+            Route::Token | Route::Revoke | Route::Pizzas | Route::ClientSecret(_) => "POST",
             Route::Pizza(_) => "PUT, DELETE",
             Route::Clients => "GET, HEAD, POST",
             Route::Client(_) => "DELETE",
@@ -170,6 +176,7 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
         (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
 
         (Route::Token, Post) => clients::token::issue(db, auth, rq),
+        (Route::Revoke, Post) => clients::revoke::revoke(db, auth, rq),
 
         (Route::PublicPizzas, Get | Head) => pizzas::list(db, rq),
         (Route::PublicPizza(id), Get | Head) => pizzas::get(db, id),
@@ -180,6 +187,7 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
         (Route::Clients, Get | Head) => clients::list(db, auth, rq),
         (Route::Clients, Post) => clients::create(db, auth, rq),
         (Route::Client(id), Delete) => clients::delete(db, auth, rq, &decode_segment(id)?),
+        (Route::ClientSecret(id), Post) => clients::rotate_secret(db, auth, rq, &decode_segment(id)?),
 
         (route, _) => Err(ApiError::MethodNotAllowed { allow: route.allow() }),
     }
@@ -233,6 +241,8 @@ mod tests {
         assert_eq!(Route::parse("/api/v1/pizzas/7"), Some(Route::Pizza("7")));
         assert_eq!(Route::parse("/api/v1/public/pizzas"), Some(Route::PublicPizzas));
         assert_eq!(Route::parse("/api/v1/clients/abc"), Some(Route::Client("abc")));
+        assert_eq!(Route::parse("/api/v1/clients/abc/secret"), Some(Route::ClientSecret("abc")));
+        assert_eq!(Route::parse("/api/v1/oauth/revoke"), Some(Route::Revoke));
     }
 
     #[test]

@@ -295,7 +295,8 @@ fn handle(state: &AppState, stop: &StopHandle, access: &AccessLog, mut rq: tiny_
 fn to_request(rq: &mut tiny_http::Request) -> Request {
     let method = Method::parse(rq.method().as_str());
     let headers = rq.take_headers();
-    Request::new(method, rq.url().to_owned(), headers, rq.take_body())
+    let remote = rq.remote_addr().map(|addr| addr.ip());
+    Request::new(method, rq.url().to_owned(), headers, rq.take_body()).with_remote(remote)
 }
 
 /// The response in tiny_http's type. Headers with bytes HTTP does not allow

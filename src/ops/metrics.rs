@@ -4,13 +4,14 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::db::Db;
 use crate::db::health::DbHealth;
 use crate::metrics::{
     BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES, HTTP_IN_FLIGHT, Metrics,
-    POOL_WAIT_TIMEOUTS, counter, gauge, header, resident_memory_bytes, write_transport,
+    POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT, REVOKED_CLIENTS, REVOKED_TOKENS, TOKEN_AUTH_FAILURES,
+    TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge, header, resident_memory_bytes, write_transport,
 };
 use crate::rest::Response;
 
@@ -47,6 +48,21 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
             &CREDENTIAL_CACHE_HITS,
         ),
         ("pizza_api_credential_cache_misses_total", "Token requests that had to run bcrypt.", &CREDENTIAL_CACHE_MISSES),
+        (
+            "pizza_api_client_auth_failures_total",
+            "Client authentications (token, revoke) refused for an unknown client or a wrong secret.",
+            &TOKEN_AUTH_FAILURES,
+        ),
+        (
+            "pizza_api_client_auth_lockouts_total",
+            "Client authentications answered 429 without bcrypt: too many recent failures for the client ID.",
+            &TOKEN_LOCKOUT_REFUSALS,
+        ),
+        (
+            "pizza_api_revocations_total",
+            "Revocations made through this process: clients deleted, secrets rotated, single tokens revoked.",
+            &REVOCATIONS,
+        ),
     ];
     for (name, help, value) in counters {
         counter(&mut out, name, help, value.load(Ordering::Relaxed));
@@ -56,6 +72,23 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
         "pizza_api_bcrypt_in_flight",
         "bcrypt hashes or checks running now.",
         BCRYPT_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "pizza_api_client_auth_locked_clients",
+        "Client IDs refused now for too many failed authentications (updated every revocation sync).",
+        TOKEN_LOCKED_CLIENTS.load(Ordering::Relaxed),
+    );
+    header(&mut out, "pizza_api_revoked", "gauge", "Revocations in force as this process knows them, by kind.");
+    let _ = writeln!(out, "pizza_api_revoked{{kind=\"client\"}} {}", REVOKED_CLIENTS.load(Ordering::Relaxed));
+    let _ = writeln!(out, "pizza_api_revoked{{kind=\"token\"}} {}", REVOKED_TOKENS.load(Ordering::Relaxed));
+    let synced = REVOCATIONS_SYNCED_AT.load(Ordering::Relaxed);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    gauge(
+        &mut out,
+        "pizza_api_revocations_sync_age_seconds",
+        "Seconds since this process last read the revocations from the database (-1: never).",
+        if synced == 0 { -1 } else { now.saturating_sub(synced) as i64 },
     );
     gauge(
         &mut out,

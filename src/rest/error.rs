@@ -39,6 +39,10 @@ pub enum ApiError {
     /// "error_description":<text>}`, never cached, and for a 401 after HTTP
     /// Basic the `WWW-Authenticate: Basic` challenge.
     OAuth { status: u16, code: &'static str, description: String, basic_challenge: bool },
+    /// 429 from the token and revocation endpoints: too many wrong secrets for
+    /// one client ID. The OAuth error body (`temporarily_unavailable`) and
+    /// `Retry-After: <seconds>`.
+    TooManyAttempts { retry_after_seconds: u64 },
     /// 409 `{"error":"Conflict","details":<text>}`: the change contradicts what
     /// is stored (a unique or foreign-key rule). The database's wording is
     /// logged, not sent.
@@ -99,6 +103,18 @@ impl ApiError {
                     _ => response,
                 }
             }
+            ApiError::TooManyAttempts { retry_after_seconds } => Response::json(
+                429,
+                &json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": format!(
+                        "too many failed authentications for this client; retry in {retry_after_seconds} s"
+                    ),
+                }),
+            )
+            .with_header("Cache-Control", "no-store")
+            .with_header("Pragma", "no-cache")
+            .with_header("Retry-After", retry_after_seconds.to_string()),
             ApiError::Conflict(cause) => {
                 log::warn!("answering 409: {cause}");
                 Response::json(

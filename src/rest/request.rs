@@ -2,6 +2,9 @@
 //! headers, and its body, which the listener has already read within the
 //! 1 MiB limit. Built by the HTTP server; nothing here knows the HTTP library.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::Value;
 
 use super::ApiError;
@@ -80,13 +83,49 @@ pub struct Request {
     path_len: usize,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// The peer's address, when the listener knows it.
+    remote: Option<IpAddr>,
+    /// This process's number for the request (see [`Request::id`]).
+    seq: u64,
 }
+
+/// Numbers requests within this process.
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// The longest `X-Request-Id` taken as the request's ID.
+const MAX_REQUEST_ID_BYTES: usize = 128;
 
 impl Request {
     /// A request with `method` for `target` (a path with an optional query).
     pub fn new(method: Method, target: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Request {
         let path_len = target.find('?').unwrap_or(target.len());
-        Request { method, target, path_len, headers, body }
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+        Request { method, target, path_len, headers, body, remote: None, seq }
+    }
+
+    /// The same request, from the peer `remote`.
+    pub fn with_remote(mut self, remote: Option<IpAddr>) -> Request {
+        self.remote = remote;
+        self
+    }
+
+    /// The peer's address (the last hop: a proxy's, behind one).
+    pub fn remote(&self) -> Option<IpAddr> {
+        self.remote
+    }
+
+    /// The request's ID for the audit log: the client's `X-Request-Id` when
+    /// it sent a usable one (1 to 128 visible ASCII characters), otherwise
+    /// `pid-N`, this process's ID and its count of requests.
+    pub fn id(&self) -> String {
+        match self.header("X-Request-Id").map(str::trim) {
+            Some(id)
+                if !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                id.to_owned()
+            }
+            _ => format!("{}-{}", std::process::id(), self.seq),
+        }
     }
 
     pub fn method(&self) -> &Method {
@@ -189,6 +228,18 @@ mod tests {
         let value = serde_json::json!({"name": "ok", "ingredients": ["a", "b\u{0}"]});
         assert_eq!(nul_in(&value, "").as_deref(), Some("ingredients[1]"));
         assert_eq!(nul_in(&serde_json::json!({"a": [1, {"b": "fine"}]}), ""), None);
+    }
+
+    #[test]
+    fn a_request_id_is_the_clients_when_usable_and_numbered_otherwise() {
+        let with = |value: &str| {
+            Request::new(Method::Get, "/".into(), vec![("X-Request-Id".into(), value.into())], Vec::new()).id()
+        };
+        assert_eq!(with("abc-123"), "abc-123");
+        let (numbered, again) = (with("has space"), request("/").id());
+        assert!(numbered.starts_with(&format!("{}-", std::process::id())), "{numbered}");
+        assert_ne!(numbered, again);
+        assert_ne!(with(&"x".repeat(129)), "x".repeat(129));
     }
 
     #[test]

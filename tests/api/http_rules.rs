@@ -126,7 +126,7 @@ both_backends!(
         }
         assert_eq!((filter.status, filter.json()["field"].as_str()), (400, Some("name")));
         assert_eq!(delete.status, 404);
-        assert_eq!((form.status, form.json()["error"].as_str()), (401, Some("invalid_client")));
+        assert_eq!((form.status, form.json()["error"].as_str()), (400, Some("invalid_request")));
         assert_eq!((basic.status, basic.json()["error"].as_str()), (401, Some("invalid_client")));
         assert!(!app.log().contains("ERROR"), "no internal error: {}", app.log());
     }

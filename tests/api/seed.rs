@@ -1,5 +1,7 @@
 //! Data present after start-up: the bootstrap client and the development seed.
 
+use std::time::Duration;
+
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -76,11 +78,19 @@ both_backends!(
 );
 
 both_backends!(
-    fn production_seeds_when_asked_to(backend) {
-        let app = spawn_app_with(backend, &[("APP_ENV", "production"), ("JWT_SECRET", PROD_JWT), ("SEED_DEV_DATA", "true")]);
+    fn production_refuses_to_start_with_the_development_seed(backend) {
+        let db = TestDb::new(backend);
+        let env = [("APP_ENV", "production"), ("JWT_SECRET", PROD_JWT), ("SEED_DEV_DATA", "true")];
 
-        assert_eq!(app.get("/api/v1/public/pizzas").json().as_array().unwrap().len(), 3);
-        assert_eq!(claims_of(&app.token_for(DEV_CLIENT))["aud"], "dev-client");
+        let (status, output) = run_to_exit(&db, &env, Duration::from_secs(10));
+
+        assert_eq!(status.code(), Some(2), "{output}");
+        let message = "invalid configuration: SEED_DEV_DATA: must not be true when APP_ENV=production: the \
+                       development data includes an admin client whose secret is published";
+        assert!(output.contains(message), "{output}");
+        assert!(!output.contains(PROD_JWT), "{output}");
+        // Refused before the database is touched: nothing was migrated or seeded.
+        assert!(!output.contains("schema:") && !output.contains("development seed"), "{output}");
     }
 );
 
@@ -129,7 +139,7 @@ both_backends!(
         assert_eq!(db.query_i64("SELECT count(*) FROM oauth_clients WHERE id = 'admin-client'"), 1);
         assert_eq!(db.query_i64("SELECT count(*) FROM pizzas"), 3);
         assert_eq!(db.query_i64("SELECT count(*) FROM users"), 2);
-        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 1);
+        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 2);
         for app in &apps {
             app.token_for(("admin-client", "concurrent-bootstrap-secret"));
         }
