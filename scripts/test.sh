@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on both databases:
 #   scripts/test.sh        cargo test, then on SQLite and on PostgreSQL the
-#                          end-to-end walk-through (scripts/test-api.sh) and the
-#                          OpenAPI conformance run (scripts/openapi-check.sh)
+#                          end-to-end walk-through (scripts/test-api.sh), the
+#                          OpenAPI conformance run (scripts/openapi-check.sh) and
+#                          the API page in a browser (scripts/browser-check.sh)
 #   scripts/test.sh api    only the end-to-end walk-through, on both
 #   scripts/test.sh cluster  only start the private PostgreSQL and stop it again
 #                          (scripts/check-busy-ports.sh checks that start)
@@ -75,4 +76,10 @@ on_both_databases scripts/test-api.sh
 if [[ "$MODE" == all ]]; then
   echo "== OpenAPI conformance (scripts/openapi-check.sh)"
   OPENAPI_CHECK_MAX_EXAMPLES="${OPENAPI_CHECK_MAX_EXAMPLES:-25}" on_both_databases scripts/openapi-check.sh
+  echo "== the API page in a browser (scripts/browser-check.sh)"
+  on_both_databases scripts/browser-check.sh
+  # The embedded Swagger UI must not make the image heavy.
+  size=$(stat -c %s "$PIZZA_API_BIN")
+  ((size <= 10 * 1024 * 1024)) || { echo "test: $PIZZA_API_BIN is $size bytes, over 10 MiB" >&2; exit 1; }
+  echo "== release binary: $size bytes (at most 10 MiB)"
 fi

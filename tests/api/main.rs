@@ -7,6 +7,7 @@ mod helpers;
 mod bearer;
 mod clients;
 mod corpus;
+mod docs;
 mod executor;
 mod health;
 mod http_rules;
