@@ -9,13 +9,13 @@
 #   DB_DRIVER=postgres DB_PASSWORD=... [DB_HOST=... DB_PORT=... DB_USER=...] scripts/browser-check.sh
 #
 # Installs what it needs: Debian's chromium (apt-get, as root) when
-# /usr/bin/chromium is missing, and playwright-core (npm, the pinned version
-# below) into $CARGO_TARGET_DIR/browser-check. Without a way to get either it
-# skips loudly, except under CI=true, where that is a failure.
+# /usr/bin/chromium is missing, and playwright-core from npm, the version and
+# hash pinned in scripts/browser/package-lock.json (`npm ci`), into
+# $CARGO_TARGET_DIR/browser-check. Without a way to get either it skips
+# loudly, except under CI=true, where that is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PLAYWRIGHT_VERSION=1.65.1
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
@@ -42,12 +42,19 @@ if [[ ! -x "$CHROMIUM" ]]; then
   fi
 fi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || skip "node and npm are needed"
-if [[ "$(node -e "try { console.log(require('$TOOLS/node_modules/playwright-core/package.json').version) } catch (e) {}")" != "$PLAYWRIGHT_VERSION" ]]; then
-  say "installing playwright-core@$PLAYWRIGHT_VERSION into $TOOLS"
+# Reinstalled whenever the lockfile changes (npm ci checks each package's hash);
+# runs that overlap take turns.
+mkdir -p "$TARGET_DIR"
+exec 8>"$TARGET_DIR/.browser-check.lock"
+flock 8
+if ! cmp -s scripts/browser/package-lock.json "$TOOLS/package-lock.json" || [[ ! -d "$TOOLS/node_modules/playwright-core" ]]; then
+  say "installing playwright-core (scripts/browser/package-lock.json) into $TOOLS"
+  rm -rf "$TOOLS"
   mkdir -p "$TOOLS"
-  npm install --prefix "$TOOLS" --no-save --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >&2 ||
-    skip "playwright-core could not be installed from npm"
+  cp scripts/browser/package.json scripts/browser/package-lock.json "$TOOLS/"
+  (cd "$TOOLS" && npm ci --no-audit --no-fund --silent) >&2 || { rm -rf "$TOOLS"; skip "playwright-core could not be installed from npm"; }
 fi
+exec 8>&-
 [[ -x "$BIN" ]] || cargo build --release --locked --quiet
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pizza-api-browser.XXXXXX")

@@ -20,6 +20,15 @@ say() { echo "python-client-check: $*" >&2; }
 die() { say "FAIL: $*"; exit 1; }
 
 PYTHON=$(scripts/venv.sh require openapi_python_client "openapi-python-client==$GENERATOR_VERSION")
+# The venv is shared: another version may be there already.
+installed() { "$PYTHON" -c 'import importlib.metadata as m; print(m.version("openapi-python-client"))'; }
+if [[ "$(installed)" != "$GENERATOR_VERSION" ]]; then
+  (
+    flock 9
+    say "installing openapi-python-client==$GENERATOR_VERSION (found $(installed))"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "openapi-python-client==$GENERATOR_VERSION" >&2
+  ) 9>"$ROOT/target/.venv.lock"
+fi
 [[ -x "$BIN" ]] || cargo build --release --locked --quiet
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pizza-api-pyclient.XXXXXX")
