@@ -19,6 +19,10 @@ pub enum Route<'a> {
     Livez,
     Metrics,
     OpenApi,
+    /// `/docs` (an empty file name) and the page's files under it.
+    Docs(&'a str),
+    /// `/swagger/index.html`, where the original Go implementation served the page.
+    SwaggerRedirect,
     Token,
     Revoke,
     PublicPizzas,
@@ -49,6 +53,9 @@ impl<'a> Route<'a> {
             ["livez"] => Route::Livez,
             ["metrics"] => Route::Metrics,
             ["openapi.json"] => Route::OpenApi,
+            ["docs"] => Route::Docs(""),
+            ["docs", file] => Route::Docs(file),
+            ["swagger", "index.html"] => Route::SwaggerRedirect,
             ["api", "v1", "oauth", "token"] => Route::Token,
             ["api", "v1", "oauth", "revoke"] => Route::Revoke,
             ["api", "v1", "public", "pizzas"] => Route::PublicPizzas,
@@ -65,7 +72,10 @@ impl<'a> Route<'a> {
     /// Whether serving the route needs the database (every resource does;
     /// the operational endpoints never do).
     pub fn needs_database(&self) -> bool {
-        !matches!(self, Route::Health | Route::Livez | Route::Metrics | Route::OpenApi)
+        !matches!(
+            self,
+            Route::Health | Route::Livez | Route::Metrics | Route::OpenApi | Route::Docs(_) | Route::SwaggerRedirect
+        )
     }
 
     /// The path with its parameters as placeholders: what logs and metrics
@@ -76,6 +86,9 @@ impl<'a> Route<'a> {
             Route::Livez => "/livez",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
+            Route::Docs("") => "/docs",
+            Route::Docs(_) => "/docs/{file}",
+            Route::SwaggerRedirect => "/swagger/index.html",
             Route::Token => "/api/v1/oauth/token",
             Route::Revoke => "/api/v1/oauth/revoke",
             Route::PublicPizzas => "/api/v1/public/pizzas",
@@ -174,6 +187,8 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
         (Route::Livez, Get | Head) => Ok(ops::health::livez()),
         (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db, &state.db_health)),
         (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
+        (Route::Docs(file), Get | Head) => ops::docs::page(file),
+        (Route::SwaggerRedirect, Get | Head) => Ok(ops::docs::redirect()),
 
         (Route::Token, Post) => clients::token::issue(db, auth, rq),
         (Route::Revoke, Post) => clients::revoke::revoke(db, auth, rq),

@@ -1,6 +1,8 @@
 //! The operational endpoints: readiness and liveness (`health`), Prometheus
-//! metrics (`metrics`) and the API's OpenAPI document (`openapi`).
+//! metrics (`metrics`), the API's OpenAPI document (`openapi`) and the
+//! browsable page of it (`docs`).
 
+pub mod docs;
 pub mod health;
 pub mod metrics;
 

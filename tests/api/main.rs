@@ -8,6 +8,7 @@ mod bearer;
 mod clients;
 mod corpus;
 mod credentials;
+mod docs;
 mod executor;
 mod health;
 mod http_rules;
