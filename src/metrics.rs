@@ -55,6 +55,7 @@ pub static HTTP_IDLE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 pub static HTTP_ACCEPT_PAUSES: AtomicU64 = AtomicU64::new(0);
 pub static HTTP_SLOW_WRITES: AtomicU64 = AtomicU64::new(0);
 pub static HTTP_WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+pub static HTTP_WRITE_REFUSALS: AtomicU64 = AtomicU64::new(0);
 
 /// The statuses the listener answers on its own, before any worker.
 const TRANSPORT_STATUSES: [u16; 8] = [400, 408, 413, 417, 431, 501, 503, 505];
@@ -244,6 +245,13 @@ pub fn write_transport(out: &mut String) {
         "pizza_api_http_write_failures_total",
         "Responses that could not be written within HTTP_WRITE_TIMEOUT_MS or failed.",
         load(&HTTP_WRITE_FAILURES),
+    );
+    counter(
+        out,
+        "pizza_api_http_write_refusals_total",
+        "Connections closed because the unsent rest of their response would have taken the buffered bytes \
+         past HTTP_MAX_BUFFERED_BODY_BYTES.",
+        load(&HTTP_WRITE_REFUSALS),
     );
     let name = "pizza_api_http_transport_rejections_total";
     header(out, name, "counter", "Requests the listener answered itself, then closed, by status.");

@@ -379,6 +379,7 @@ impl tiny_http::Observer for TransportMetrics {
             Event::AcceptPaused => &metrics::HTTP_ACCEPT_PAUSES,
             Event::SlowWrite => &metrics::HTTP_SLOW_WRITES,
             Event::WriteFailed => &metrics::HTTP_WRITE_FAILURES,
+            Event::WriteRefused => &metrics::HTTP_WRITE_REFUSALS,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -201,3 +201,33 @@ both_backends!(
         assert!(app.metric("pizza_api_http_connections_evicted_total").unwrap() >= 1.0);
     }
 );
+
+both_backends!(
+    fn unread_answers_together_stay_within_the_buffered_bytes_budget(backend) {
+        // The smallest budget allowed (1 MiB) and the API page's 1.7 MB script,
+        // asked for again and again on connections that never read. Pipelined,
+        // so that once the socket buffers are full (the kernel takes a few MB
+        // on loopback) each further answer would wait, whole, in the process:
+        // without the budget, 2,048 such connections would hold 3.5 GB.
+        let app = spawn_app_with(backend, &[("HTTP_MAX_BUFFERED_BODY_BYTES", "1048576"), ("HTTP_WRITE_TIMEOUT_MS", "1000")]);
+        let pipelined = "GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(8);
+        let mut holders: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut stream = connect(&app);
+                stream.write_all(pipelined.as_bytes()).unwrap();
+                stream
+            })
+            .collect();
+
+        // A rest over 1 MiB never fits the budget: such a connection is closed
+        // as soon as its answer stops fitting the socket (a smaller rest may
+        // wait for HTTP_WRITE_TIMEOUT_MS, within the budget, then close).
+        for stream in &mut holders {
+            assert!(closed_within(stream, Duration::from_secs(10)), "every connection that does not read is closed");
+        }
+        let refused = app.metric("pizza_api_http_write_refusals_total").unwrap_or(0.0);
+        assert!(refused >= 4.0, "refused {refused}, slow writes {:?}", app.metric("pizza_api_http_slow_writes_total"));
+        assert_eq!(app.get("/livez").status, 200);
+        assert!(app.get("/docs/swagger-ui-bundle.js").body.len() > 1_000_000, "a reading client gets it whole");
+    }
+);

@@ -268,10 +268,25 @@ impl Shared {
             self.complete(close);
             return Ok(());
         }
+        // What is left waits for the client in memory: it takes its share of
+        // the buffered-bytes budget (shared with request bodies), so clients
+        // that ask for large answers and do not read them cannot make the
+        // process hold more than that. Past it the connection is closed.
+        let mut rest = bytes;
+        rest.drain(..written);
+        rest.shrink_to_fit();
+        if !self.ctx.reserve_body(rest.len()) {
+            self.ctx.event(Event::WriteRefused);
+            self.fail();
+            return Ok(());
+        }
         self.ctx.event(Event::SlowWrite);
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name("http-slow-write".into()).stack_size(64 * 1024).spawn(move || {
-            match (&shared.stream).write_all(&bytes[written..]) {
+            let result = (&shared.stream).write_all(&rest);
+            shared.ctx.release_body(rest.len());
+            drop(rest);
+            match result {
                 Ok(()) => shared.complete(close),
                 Err(_) => {
                     shared.ctx.event(Event::WriteFailed);

@@ -16,8 +16,10 @@ pub struct Limits {
     pub max_headers: usize,
     /// A request body, in bytes (after chunked decoding). Beyond: `413`, then close.
     pub max_body_bytes: usize,
-    /// Request bodies held in memory by all connections together. A body that
-    /// would take the total beyond this is answered `503`, then close.
+    /// Request bodies, and the unsent rest of responses waiting for slow
+    /// readers, held in memory by all connections together. A body that
+    /// would take the total beyond this is answered `503`, then close; a
+    /// response rest that would, closes its connection.
     pub max_buffered_body_bytes: usize,
     /// From a request's first byte until its head and whole body have
     /// arrived (also: how long a new connection may stay silent). Beyond:
@@ -79,6 +81,10 @@ pub enum Event {
     SlowWrite,
     /// Writing a response failed or timed out; the connection was closed.
     WriteFailed,
+    /// A response did not fit the socket at once and the rest would have
+    /// taken the buffered-bytes budget past its limit: the connection was
+    /// closed instead of holding it.
+    WriteRefused,
 }
 
 /// Receives [`Event`]s; called from the connection threads, so keep it cheap.
