@@ -33,6 +33,8 @@ pub static TOKEN_AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static TOKEN_LOCKOUT_REFUSALS: AtomicU64 = AtomicU64::new(0);
 /// Client IDs refused now for too many failures (set by the revocation sync, every second).
 pub static TOKEN_LOCKED_CLIENTS: AtomicI64 = AtomicI64::new(0);
+/// Audit lines of refusals left out because more came in a second than the ration.
+pub static AUDIT_LINES_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 /// Revocations made through this process: clients deleted, secrets rotated, tokens revoked.
 pub static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// Clients and single tokens revoked now, as this process knows them.

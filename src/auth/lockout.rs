@@ -1,9 +1,10 @@
 //! The brute-force limit of client authentication: after `TOKEN_FAILURE_LIMIT`
 //! wrong secrets for one client ID within `TOKEN_FAILURE_WINDOW_SECONDS`
 //! (counted from the first), that ID is refused with 429 until the window
-//! ends, without a bcrypt check or a database query. A right secret resets
-//! the count. Counted in each process: with N replicas an attacker gets at
-//! most N times the limit per window.
+//! ends, without a bcrypt check or a database query. A right secret does not
+//! reset the count: the legitimate client's successes would otherwise refill
+//! an attacker's guesses. Counted in each process: with N replicas an
+//! attacker gets at most N times the limit per window.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,14 +73,6 @@ impl FailureLimiter {
         window.failures == self.rule.limit
     }
 
-    /// Forgets the failures of `client_id` (its right secret was presented).
-    pub fn reset(&self, client_id: &str) {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if !windows.is_empty() {
-            windows.remove(client_id);
-        }
-    }
-
     /// How many client IDs are refused now, for the metrics.
     pub fn locked_count(&self) -> usize {
         let now = Instant::now();
@@ -114,15 +107,6 @@ mod tests {
         limiter.record_failure_at("c", t0);
         limiter.record_failure_at("c", t0);
         assert!(!limiter.record_failure_at("c", t0 + Duration::from_secs(61)));
-    }
-
-    #[test]
-    fn a_right_secret_resets_the_count() {
-        let (limiter, t0) = (limiter(), Instant::now());
-        limiter.record_failure_at("c", t0);
-        limiter.record_failure_at("c", t0);
-        limiter.reset("c");
-        assert!(!limiter.record_failure_at("c", t0));
     }
 
     #[test]

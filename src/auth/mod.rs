@@ -75,7 +75,7 @@ pub fn authenticate(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiErr
             .with("user_id", caller.user_id)
             .with("jti", caller.token_id.clone())
             .with("reason", revoked.describe())
-            .log();
+            .log_refusal();
         return Err(unauthorized("invalid_token", revoked.describe()));
     }
     match auth.users.lookup(db, caller.user_id)? {

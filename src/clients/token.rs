@@ -113,8 +113,9 @@ fn grant(db: &Db, auth: &Auth, rq: &Request, presented: &mut Option<String>) -> 
 /// beyond the client ID.
 pub(super) fn audit_refusal(rq: &Request, event: &'static str, client_id: Option<&str>, err: &ApiError) {
     let (error, reason) = match err {
+        // Answered without any check: the `client.locked` line and the metrics stand for these.
+        ApiError::TooManyAttempts { .. } | ApiError::OAuth { status: 503, .. } => return,
         ApiError::OAuth { code, description, .. } => (*code, description.clone()),
-        ApiError::TooManyAttempts { .. } => ("temporarily_unavailable", "too many failed authentications".into()),
         ApiError::Unavailable(_) => ("temporarily_unavailable", "the database is not answering".into()),
         ApiError::PayloadTooLarge { .. } => ("invalid_request", "the body is too large".into()),
         _ => ("server_error", "the request failed".into()),
@@ -124,7 +125,7 @@ pub(super) fn audit_refusal(rq: &Request, event: &'static str, client_id: Option
         Some(id) => line.with_text("client_id", id),
         None => line.with("client_id", serde_json::Value::Null),
     }
-    .log();
+    .log_refusal();
 }
 
 pub(super) fn oauth(status: u16, code: &'static str, description: &str, basic_challenge: bool) -> ApiError {
@@ -286,10 +287,7 @@ pub(super) fn authenticate_client(
         }
     }
     match (client, used) {
-        (Some(client), Some(used)) => {
-            auth.lockout.reset(id);
-            Ok((client, used))
-        }
+        (Some(client), Some(used)) => Ok((client, used)),
         _ => {
             metrics::TOKEN_AUTH_FAILURES.fetch_add(1, Ordering::Relaxed);
             if auth.lockout.record_failure(id) {

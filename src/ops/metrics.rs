@@ -9,9 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::db::Db;
 use crate::db::health::DbHealth;
 use crate::metrics::{
-    BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES, HTTP_IN_FLIGHT, Metrics,
-    POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT, REVOKED_CLIENTS, REVOKED_TOKENS, TOKEN_AUTH_FAILURES,
-    TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge, header, resident_memory_bytes, write_transport,
+    AUDIT_LINES_SUPPRESSED, BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES,
+    HTTP_IN_FLIGHT, Metrics, POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT, REVOKED_CLIENTS, REVOKED_TOKENS,
+    TOKEN_AUTH_FAILURES, TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge, header, resident_memory_bytes,
+    write_transport,
 };
 use crate::rest::Response;
 
@@ -57,6 +58,11 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
             "pizza_api_client_auth_lockouts_total",
             "Client authentications answered 429 without bcrypt: too many recent failures for the client ID.",
             &TOKEN_LOCKOUT_REFUSALS,
+        ),
+        (
+            "pizza_api_audit_lines_suppressed_total",
+            "Audit lines of refusals left out: more than 50 came in one second.",
+            &AUDIT_LINES_SUPPRESSED,
         ),
         (
             "pizza_api_revocations_total",
