@@ -744,7 +744,7 @@ const DIR_PREFIX: &str = "pizza-api-";
 const DIR_SUFFIX: &str = ".sqlite";
 
 /// `backup --to-dir DIR [--keep N]`: a backup named after the UTC time
-/// (`pizza-api-20250101T020000Z.sqlite`), then, with `keep`, every older
+/// (`pizza-api-20250101T020000.000000Z.sqlite`), then, with `keep`, every older
 /// backup there but the newest `keep` deleted (and any `.partial` left by
 /// an interrupted run).
 pub fn run_backup_to_dir(
@@ -756,8 +756,8 @@ pub fn run_backup_to_dir(
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    let stamp: String =
-        clock::format(clock::now()).chars().take(19).filter(|c| !matches!(c, '-' | ':')).collect::<String>() + "Z";
+    // 2025-11-10T12:34:56.123456Z → 20251110T123456.123456Z: sorts in time order.
+    let stamp: String = clock::format(clock::now()).chars().filter(|c| !matches!(c, '-' | ':')).collect();
     let to = dir.join(format!("{DIR_PREFIX}{stamp}{DIR_SUFFIX}"));
     for stale in backups_in(dir, ".partial") {
         log::warn!("removing {}, left by an interrupted backup", stale.display());
