@@ -636,6 +636,28 @@ fn known_table(table: &TableSummary) -> Result<Table, DbError> {
     })
 }
 
+/// Connects to the database of `database` and restores into it; a SQLite
+/// file the restore created is removed again when it fails.
+pub fn restore_into(
+    file: &Db,
+    manifest: &Manifest,
+    database: &DatabaseConfig,
+    pool: &PoolConfig,
+    force: bool,
+    progress: &mut Progress,
+) -> Result<TargetState, String> {
+    let new_file = match database {
+        DatabaseConfig::Sqlite { path } => Some(path).filter(|p| !p.exists()),
+        DatabaseConfig::Postgres(_) => None,
+    };
+    let target = Db::connect(database, pool).map_err(|e| e.to_string());
+    let result = target.and_then(|target| restore(file, manifest, &target, force, progress));
+    if let (Err(_), Some(path)) = (&result, new_file) {
+        remove_sqlite_files(path);
+    }
+    result
+}
+
 /// Opens the database a backup reads: an SQLite file read-only (nothing is
 /// created or migrated), PostgreSQL through the pool.
 pub fn open_source(database: &DatabaseConfig, pool: &PoolConfig) -> Result<Db, String> {
@@ -694,17 +716,7 @@ pub fn run_restore(
             replacing
         ));
     }
-    let target = Db::connect(database, pool).map_err(|e| e.to_string());
-    let result = target.and_then(|target| restore(&file, &manifest, &target, force, &mut progress));
-    let state = match result {
-        Ok(state) => state,
-        Err(err) => {
-            if let (true, DatabaseConfig::Sqlite { path }) = (new_file, database) {
-                remove_sqlite_files(path);
-            }
-            return Err(err);
-        }
-    };
+    let state = restore_into(&file, &manifest, database, pool, force, &mut progress)?;
     let replaced = if state.rows() > 0 { format!(" (replacing {})", state.describe()) } else { String::new() };
     Ok(format!(
         "restored {} from {} into {}{replaced} in {:.1} s, verified (schema version {}, backup of {} taken {})",

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use crate::backup::{self, Progress};
 use crate::config::{Config, DatabaseConfig, PoolConfig};
-use crate::db::Db;
 
 /// `--from-sqlite FILE`: the SQLite database at `source` into PostgreSQL.
 /// Returns the line to report.
@@ -53,8 +52,7 @@ fn copy(from: &DatabaseConfig, to: &DatabaseConfig, pool: &PoolConfig) -> Result
     backup::backup(&source, &temp.0, &mut progress).map_err(|e| format!("{}: {e}", backup::describe_database(from)))?;
     drop(source);
     let (file, manifest) = backup::open_verified(&temp.0, &mut progress)?;
-    let target = Db::connect(to, pool).map_err(|e| e.to_string())?;
-    backup::restore(&file, &manifest, &target, false, &mut progress)?;
+    backup::restore_into(&file, &manifest, to, pool, false, &mut progress)?;
     Ok(format!(
         "copied {} from {} into {}",
         manifest.describe(),
