@@ -443,11 +443,11 @@ fn read_manifest(file: &Db, tx: &Tx<'_>, progress: &mut Progress) -> Result<Mani
     if fact("format") != FORMAT {
         return Err(DbError::Query(format!("format {:?}, this build reads {FORMAT:?}", fact("format"))));
     }
-    let schema_version: i64 = fact("schema_version").parse().unwrap_or(-1);
-    let recorded = schema_version_of_file(tx, migrate::newest_known(file))?;
-    if recorded != schema_version {
+    let version: i64 = fact("schema_version").parse().unwrap_or(-1);
+    let recorded = schema_version(tx, migrate::newest_known(file))?;
+    if recorded != version {
         return Err(DbError::Query(format!(
-            "backup_info says schema version {schema_version}, its schema_migrations {recorded}"
+            "backup_info says schema version {version}, its schema_migrations {recorded}"
         )));
     }
     let tables = tx.read_many(&SELECT_TABLES, &[], |row| {
@@ -481,17 +481,10 @@ fn read_manifest(file: &Db, tx: &Tx<'_>, progress: &mut Progress) -> Result<Mani
     progress.end();
     Ok(Manifest {
         source_driver: fact("source_driver"),
-        schema_version,
+        schema_version: version,
         snapshot_at: fact("snapshot_at"),
         deleted_pizzas: tx.read_one(&COUNT_DELETED_PIZZAS, &[], |row| row.int(0))?.unwrap_or(0),
         tables,
-    })
-}
-
-fn schema_version_of_file(tx: &Tx<'_>, newest_known: i64) -> Result<i64, DbError> {
-    schema_version(tx, newest_known).map_err(|e| match e {
-        DbError::Schema(message) => DbError::Query(message),
-        other => other,
     })
 }
 
@@ -840,8 +833,7 @@ mod tests {
         let created: Vec<&str> = schema
             .split("CREATE TABLE ")
             .skip(1)
-            .filter_map(|rest| rest.split_whitespace().next())
-            .filter(|name| *name != "IF")
+            .filter_map(|rest| rest.trim_start_matches("IF NOT EXISTS ").split_whitespace().next())
             .collect();
         let listed: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
         for table in &created {

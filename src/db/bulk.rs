@@ -264,11 +264,6 @@ impl Db {
         let pool = r2d2::Pool::builder().max_size(1).build(manager).map_err(|e| DbError::Unavailable(describe(&e)))?;
         Ok(Db::Sqlite(SqliteDb { pool, write_lock: Mutex::new(()), path: path.to_owned(), file_id: FileId::of(path) }))
     }
-
-    /// Whether this is a PostgreSQL database.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Db::Postgres(_))
-    }
 }
 
 /// Writes rows into one table, inside a transaction (see [`Tx::load`]).
