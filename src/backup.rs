@@ -643,7 +643,10 @@ pub fn restore_into(
         DatabaseConfig::Sqlite { path } => Some(path).filter(|p| !p.exists()),
         DatabaseConfig::Postgres(_) => None,
     };
-    let target = Db::connect(database, pool).map_err(|e| e.to_string());
+    // No idle connections kept: the pool opens none in the background, so
+    // none can create the SQLite file again after it was removed.
+    let pool = PoolConfig { max_idle: 0, ..pool.clone() };
+    let target = Db::connect(database, &pool).map_err(|e| e.to_string());
     let result = target.and_then(|target| restore(file, manifest, &target, force, progress));
     if let (Err(_), Some(path)) = (&result, new_file) {
         remove_sqlite_files(path);
