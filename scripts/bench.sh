@@ -24,8 +24,10 @@
 #     each run followed at once by the same run against the ceiling, and
 #     read by ID also by one against the tiny_http 0.12.0 ceiling; the
 #     server CPU time per request of every one of these runs is recorded.
-# Also: the server's peak RSS, the binary's size, and start-to-healthy on an
-# existing SQLite database. The report (a Markdown table) goes to standard
+# Also: the server's peak RSS, the binary's size, start-to-healthy on an
+# existing SQLite database, and backup and restore of BENCH_BACKUP_PIZZAS
+# pizzas (scripts/bench/backup.py: SQLite -> file -> PostgreSQL -> file ->
+# SQLite, rows per second and each command's peak RSS). The report (a Markdown table) goes to standard
 # output and target/bench/results.md, everything as JSON to
 # target/bench/results.json, raw wrk outputs and server logs beside them.
 #
@@ -47,15 +49,16 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
-  QUICK=1 REQUESTS=200 TOKENS=20 SECONDS_32=2 SEED=200 STARTS=3
+  QUICK=1 REQUESTS=200 TOKENS=20 SECONDS_32=2 SEED=200 STARTS=3 BACKUP_PIZZAS=1000
 else
-  QUICK=0 REQUESTS=2000 TOKENS=50 SECONDS_32=10 SEED=1000 STARTS=10
+  QUICK=0 REQUESTS=2000 TOKENS=50 SECONDS_32=10 SEED=1000 STARTS=10 BACKUP_PIZZAS=100000
 fi
 REQUESTS=${BENCH_REQUESTS:-$REQUESTS} # per one-connection latency row
 TOKENS=${BENCH_TOKENS:-$TOKENS}       # OAuth token row
 SECONDS_32=${BENCH_SECONDS:-$SECONDS_32} # per 32-connection throughput row
 SEED=${BENCH_SEED:-$SEED}             # extra pizzas per database
 STARTS=${BENCH_STARTS:-$STARTS}       # restarts for start-to-healthy
+BACKUP_PIZZAS=${BENCH_BACKUP_PIZZAS:-$BACKUP_PIZZAS} # pizzas backed up and restored
 # A count-limited wrk run ends as soon as its count is reached (api.lua);
 # this cap only bounds a server that has become pathologically slow.
 CAP_SECONDS=$((QUICK == 1 ? 60 : 300))
@@ -86,7 +89,7 @@ die() {
 
 # ---------------------------------------------------------------- cleanup
 STARTED_PIDS=() # every server this script started, stopped by PID only
-PG_URL="" PG_DB="" PG_STARTED=0
+PG_URL="" PG_DB="" PG_STARTED=0 BACKUP_PG_DB=""
 WRK_PID="" # the wrk run in progress, if any
 WORK=$(mktemp -d /tmp/pizza-api-bench.XXXXXX)
 
@@ -101,10 +104,11 @@ cleanup() {
     stop_pid "$pid"
   done
   # The servers are gone, so nothing holds a connection to the database.
-  if [[ -n "$PG_DB" ]]; then
-    psql_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 ||
-      say "warning: could not drop PostgreSQL database $PG_DB"
-  fi
+  for db in "$PG_DB" "$BACKUP_PG_DB"; do
+    [[ -n "$db" ]] || continue
+    psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
+      say "warning: could not drop PostgreSQL database $db"
+  done
   if [[ "$PG_STARTED" == 1 ]]; then
     scripts/pg-cluster.sh stop >/dev/null 2>&1 || say "warning: could not stop the bench PostgreSQL cluster"
   fi
@@ -367,6 +371,23 @@ bench_postgres() {
   bench_database postgres "${pg_env[@]}" DB_NAME="$PG_DB"
 }
 
+# Backup and restore of BACKUP_PIZZAS pizzas, through PostgreSQL when the
+# bench cluster runs (scripts/bench/backup.py).
+bench_backup() {
+  say "== backup and restore ($BACKUP_PIZZAS pizzas)"
+  local dir="$WORK/backup" pg_env=()
+  mkdir -p "$dir"
+  if [[ -n "$PG_URL" ]]; then
+    BACKUP_PG_DB="pizza_bench_backup_$$_$(date +%s)"
+    psql_admin -c "CREATE DATABASE \"$BACKUP_PG_DB\"" >/dev/null || die "could not create database $BACKUP_PG_DB"
+    mapfile -t pg_env < <(scripts/pg-cluster.sh env | grep -v '^DB_NAME=')
+    pg_env+=("DB_NAME=$BACKUP_PG_DB")
+  fi
+  python3 scripts/bench/backup.py "$BIN" "$dir" "$BACKUP_PIZZAS" "$OUT/backup.json" "${pg_env[@]}" ||
+    die "backup and restore failed (logs: $dir)"
+  cp "$dir"/*.log "$OUT/" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- main
 START_TIME=$(date +%s)
 
@@ -418,6 +439,7 @@ say "== start to healthy ($STARTS starts on the existing SQLite database)"
 
 bench_postgres
 bench_ceiling
+bench_backup
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta elapsed_seconds "$(($(date +%s) - START_TIME))"

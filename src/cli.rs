@@ -21,10 +21,21 @@ Commands:
   serve        run the service (the default)
   healthcheck  ask the running service's /health on APP_PORT; exit 0 when
                it answers 200, 1 otherwise (for container HEALTHCHECKs)
-  migrate-data --from-sqlite FILE
-               copy a pizza-api SQLite database (users, pizzas, clients,
-               deleted rows and IDs included) into the empty PostgreSQL
-               database of the DB_* variables
+  backup --to FILE | --to-dir DIR [--keep N]
+               write a consistent snapshot of the database of the DB_*
+               variables (users, pizzas, clients, deleted rows and IDs
+               included) to FILE, a SQLite file, while the service runs;
+               --to-dir names it pizza-api-<UTC time>.sqlite in DIR, and
+               --keep N then deletes all but the newest N backups there
+  restore --from FILE [--force] [--dry-run]
+               check the backup FILE, then load it into the database of
+               the DB_* variables in one transaction and verify it; the
+               database must be empty unless --force (which replaces its
+               data); --dry-run checks the file and the target only
+  migrate-data --from-sqlite FILE | --to-sqlite FILE
+               copy a pizza-api SQLite database into the empty PostgreSQL
+               database of the DB_* variables, or that PostgreSQL database
+               into a new SQLite file (a backup and a restore in one)
 
 Options:
   -h, --help       print this help
@@ -42,7 +53,9 @@ pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") if args.len() <= 1 => serve(),
         Some("healthcheck") if args.len() == 1 => healthcheck(),
-        Some("migrate-data") if args.len() == 3 && args[1] == "--from-sqlite" => migrate_data(Path::new(&args[2])),
+        Some("backup") => with_options(&args[1..], &["--to", "--to-dir", "--keep"], &[], backup),
+        Some("restore") => with_options(&args[1..], &["--from"], &["--force", "--dry-run"], restore),
+        Some("migrate-data") => with_options(&args[1..], &["--from-sqlite", "--to-sqlite"], &[], migrate_data),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -90,28 +103,107 @@ fn serve() -> ExitCode {
     }
 }
 
-fn migrate_data(source: &Path) -> ExitCode {
+/// A command's options: `--name VALUE` for each of `valued`, `--name` for
+/// each of `flags`, each at most once.
+type Options = std::collections::HashMap<String, Option<String>>;
+
+/// Parses the options of a command and runs it; unknown or repeated
+/// options are a usage error.
+fn with_options(args: &[String], valued: &[&str], flags: &[&str], run: fn(&Options) -> ExitCode) -> ExitCode {
+    let mut options = Options::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = if valued.contains(&arg.as_str()) {
+            match rest.next() {
+                Some(value) => Some(value.clone()),
+                None => return usage_error(&format!("{arg} needs a value")),
+            }
+        } else if flags.contains(&arg.as_str()) {
+            None
+        } else {
+            return usage_error(&format!("unknown argument {arg}"));
+        };
+        if options.insert(arg.clone(), value).is_some() {
+            return usage_error(&format!("{arg} given twice"));
+        }
+    }
+    run(&options)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("pizza-api: {message}\n\n{USAGE}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn value<'a>(options: &'a Options, name: &str) -> Option<&'a str> {
+    options.get(name).and_then(|v| v.as_deref())
+}
+
+/// Reports the outcome of a command: its line at info, or its error as one
+/// line naming `command`.
+fn report(command: &str, result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(line) => {
+            log::info!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("{command}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backup(options: &Options) -> ExitCode {
+    let keep = match value(options, "--keep").map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(keep)) if keep > 0 => Some(keep),
+        Some(_) => return usage_error("--keep needs a whole number of backups, at least 1"),
+    };
+    let (to, dir) = match (value(options, "--to"), value(options, "--to-dir"), keep) {
+        (Some(to), None, None) => (Some(Path::new(to)), None),
+        (None, Some(dir), _) => (None, Some(Path::new(dir))),
+        _ => return usage_error("backup takes --to FILE, or --to-dir DIR with an optional --keep N"),
+    };
     let config = match configure() {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match crate::migrate_data::run(source, &config) {
-        Ok(copied) => {
-            log::info!(
-                "copied {} users, {} pizzas ({} of them deleted) and {} clients from {}",
-                copied.users,
-                copied.pizzas,
-                copied.deleted_pizzas,
-                copied.clients,
-                source.display()
-            );
-            ExitCode::SUCCESS
+    let result = match (to, dir) {
+        (Some(to), _) => crate::backup::run_backup(to, &config.database, &config.pool),
+        (_, dir) => {
+            crate::backup::run_backup_to_dir(dir.unwrap_or(Path::new(".")), keep, &config.database, &config.pool)
         }
-        Err(err) => {
-            log::error!("migrate-data: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    };
+    report("backup", result)
+}
+
+fn restore(options: &Options) -> ExitCode {
+    let Some(from) = value(options, "--from") else {
+        return usage_error("restore takes --from FILE");
+    };
+    let config = match configure() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let (force, dry_run) = (options.contains_key("--force"), options.contains_key("--dry-run"));
+    report("restore", crate::backup::run_restore(Path::new(from), &config.database, &config.pool, force, dry_run))
+}
+
+fn migrate_data(options: &Options) -> ExitCode {
+    let run: fn(&Path, &Config) -> Result<String, String> =
+        match (value(options, "--from-sqlite"), value(options, "--to-sqlite")) {
+            (Some(_), None) => crate::migrate_data::from_sqlite,
+            (None, Some(_)) => crate::migrate_data::to_sqlite,
+            _ => return usage_error("migrate-data takes --from-sqlite FILE or --to-sqlite FILE"),
+        };
+    let file = value(options, "--from-sqlite").or(value(options, "--to-sqlite")).unwrap_or_default();
+    let config = match configure() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let result = run(Path::new(file), &config);
+    report("migrate-data", result)
 }
 
 /// Loads `.env` from the working directory into the environment; variables

@@ -9,6 +9,7 @@ Reads, from OUT_DIR (target/bench):
     meta.txt       key=value facts gathered by bench.sh (date, nproc, wrk
                    version, binary size, peak RSS per database, ...)
     startup.json   start-to-healthy samples from startup.py (when measured)
+    backup.json    backup and restore figures from backup.py (when measured)
 and each run's `RESULT ...` line printed by api.lua's done().
 
 Prints a Markdown report shaped like the design document's Benchmark
@@ -154,6 +155,7 @@ class Report:
         self.meta = read_meta(out_dir)
         self.runs = read_runs(out_dir)
         self.startup = read_json(os.path.join(out_dir, "startup.json"))
+        self.backup = read_json(os.path.join(out_dir, "backup.json"))
         ceiling = self.runs.get(("ceiling", "read_c32"))
         self.ceiling_rps = ceiling["result"]["rps"] if ceiling and ceiling["result"] else None
 
@@ -319,6 +321,21 @@ class Report:
             )
         return "\n".join(lines)
 
+    def backup_table(self):
+        """Backup and restore: one row per command of backup.py."""
+        b = self.backup
+        header = ["Step", "Rows", "Seconds", "Rows/s", "Peak RSS"]
+        rows = [
+            [s["step"], f"{s['rows']:,}", f"{s['seconds']:.2f}", f"{s['rows_per_s']:,.0f}",
+             f"{s['peak_rss_kib'] / 1024:.1f} MiB"]
+            for s in b["steps"]
+        ]
+        return (
+            f"Backup and restore of {b['pizzas']:,} pizzas ({b['rows']:,} rows with users and clients; "
+            f"backup file {b['file_bytes'] / 2**20:.1f} MiB), each step a process of its own:\n\n"
+            + markdown_table(header, rows)
+        )
+
     def problems(self):
         return [f"{run['database']}/{run['row']}: {p}" for run in self.runs.values() for p in run["problems"]]
 
@@ -344,6 +361,10 @@ class Report:
             "",
             self.facts(),
             "",
+        ]
+        if self.backup:
+            parts += [self.backup_table(), ""]
+        parts += [
             "### Every wrk run",
             "",
             self.runs_table(),
@@ -391,6 +412,7 @@ class Report:
                 "throughput": {db: self.runs.get(("ceiling_upstream", f"{db}_{UPSTREAM_ROW}")) for db, _ in DATABASES},
             },
             "start_to_healthy": self.startup,
+            "backup": self.backup,
             "runs": list(self.runs.values()),
             "problems": self.problems(),
         }

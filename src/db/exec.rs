@@ -318,9 +318,9 @@ impl Db {
 }
 
 /// A transaction in progress (see [`Db::transaction`]).
-pub struct Tx<'c>(RefCell<TxInner<'c>>);
+pub struct Tx<'c>(pub(super) RefCell<TxInner<'c>>);
 
-enum TxInner<'c> {
+pub(super) enum TxInner<'c> {
     Sqlite(&'c rusqlite::Connection),
     Postgres { tx: postgres::Transaction<'c>, prepared: &'c mut HashMap<&'static str, postgres::Statement> },
 }

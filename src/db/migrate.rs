@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Db, DbError, Exec, Statement, Value};
+use super::{Db, DbError, Exec, Statement, Tx, Value};
 use crate::clock;
 
 /// One schema file.
@@ -94,16 +94,7 @@ pub fn apply(db: &Db) -> Result<Report, DbError> {
     for migration in migrations {
         let applied = db.transaction(|tx| {
             tx.lock(LOCK_KEY)?;
-            let recorded = tx.read_one(&SELECT_CHECKSUM, &[migration.version.into()], |row| row.text(0))?;
-            if !needs_applying(migration, recorded)? {
-                return Ok(false);
-            }
-            tx.run_script(&Statement::both(migration.sql))?;
-            let sum = checksum(migration.sql);
-            let params: [Value<'_>; 4] =
-                [migration.version.into(), migration.name.into(), (&sum).into(), clock::now().into()];
-            tx.execute(&INSERT_APPLIED, &params)?;
-            Ok(true)
+            apply_one(tx, migration)
         })?;
         if applied {
             report.applied.push(migration.name);
@@ -113,6 +104,32 @@ pub fn apply(db: &Db) -> Result<Report, DbError> {
     }
     warn_if_database_is_newer(db, migrations)?;
     Ok(report)
+}
+
+/// Applies `migration` in `tx` unless it is recorded already; whether it was.
+fn apply_one(tx: &Tx<'_>, migration: &Migration) -> Result<bool, DbError> {
+    let recorded = tx.read_one(&SELECT_CHECKSUM, &[migration.version.into()], |row| row.text(0))?;
+    if !needs_applying(migration, recorded)? {
+        return Ok(false);
+    }
+    tx.run_script(&Statement::both(migration.sql))?;
+    let sum = checksum(migration.sql);
+    let params: [Value<'_>; 4] = [migration.version.into(), migration.name.into(), (&sum).into(), clock::now().into()];
+    tx.execute(&INSERT_APPLIED, &params)?;
+    Ok(true)
+}
+
+/// Brings the schema of `db` to exactly `version` inside the caller's
+/// transaction `tx` (a restore: schema and data land together or not at
+/// all), holding the migration lock. Later files are left to the service's
+/// start-up.
+pub fn apply_up_to(db: &Db, tx: &Tx<'_>, version: i64) -> Result<(), DbError> {
+    tx.lock(LOCK_KEY)?;
+    tx.run_script(&CREATE)?;
+    for migration in migrations_for(db).iter().filter(|m| m.version <= version) {
+        apply_one(tx, migration)?;
+    }
+    Ok(())
 }
 
 /// The schema files of the database's dialect.

@@ -4,6 +4,7 @@
 //! repository functions in the resource modules define each statement once,
 //! as its pair of dialect texts, beside the function that runs it.
 
+pub mod bulk;
 pub mod exec;
 pub mod health;
 pub mod migrate;
@@ -332,7 +333,12 @@ impl Db {
     /// nothing is created, migrated or written.
     pub fn open_sqlite_read_only(path: &Path) -> Result<Db, DbError> {
         let manager = SqliteConnectionManager::file(path).with_flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
-        let pool = r2d2::Pool::builder().max_size(1).build(manager).map_err(|e| DbError::Unavailable(describe(&e)))?;
+        // A file that is not a database fails here, at once, with SQLite's
+        // own words (the pool would retry it until its timeout).
+        let first = manager.connect().map_err(|e| DbError::Unavailable(describe(&e)))?;
+        first.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        drop(first);
+        let pool = r2d2::Pool::builder().max_size(1).error_handler(Box::new(QuietPoolErrors)).build_unchecked(manager);
         Ok(Db::Sqlite(SqliteDb { pool, write_lock: Mutex::new(()), path: path.to_owned(), file_id: FileId::of(path) }))
     }
 

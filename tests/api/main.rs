@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod backup;
 mod bearer;
 mod clients;
 mod corpus;

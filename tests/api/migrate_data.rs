@@ -49,7 +49,10 @@ fn a_copied_database_serves_the_same_pizzas_clients_and_ids() {
     let (ok, output) = migrate(path, &target);
 
     assert!(ok, "{output}");
-    assert!(output.contains("copied 2 users, 6 pizzas (1 of them deleted) and 4 clients"), "{output}");
+    assert!(
+        output.contains("copied 2 users, 6 pizzas (1 of them deleted), 4 clients and 0 revoked tokens"),
+        "{output}"
+    );
     assert!(!output.contains(&client_secret) && !output.contains("dev-secret-123"));
     let app = spawn_on(target.clone(), &[]);
     assert_eq!(app.get("/api/v1/public/pizzas").body, before, "identical JSON, timestamps included");
