@@ -31,44 +31,10 @@ if [[ "$(installed)" != "$GENERATOR_VERSION" ]]; then
 fi
 [[ -x "$BIN" ]] || cargo build --release --locked --quiet
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pizza-api-pyclient.XXXXXX")
-SERVER_PID="" PG_DB=""
-pg_admin() {
-  PGPASSWORD="$DB_PASSWORD" psql -q -X -h "${DB_HOST:-localhost}" -p "${DB_PORT:-5432}" -U "${DB_USER:-postgres}" -d postgres "$@"
-}
-cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  [[ -z "$PG_DB" ]] || pg_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
+# shellcheck source=scripts/lib/fresh-server.sh
+source scripts/lib/fresh-server.sh
+start_fresh_server pyclient
 DRIVER="${DB_DRIVER:-sqlite}"
-case "$DRIVER" in
-  sqlite) DB_ENV=(DB_DRIVER=sqlite "DB_PATH=$WORK/pizza.sqlite") ;;
-  postgres | postgresql)
-    PG_DB="pizza_api_pyclient_$$"
-    pg_admin -c "CREATE DATABASE \"$PG_DB\"" >/dev/null || die "cannot create database $PG_DB"
-    DB_ENV=(DB_DRIVER="$DRIVER" DB_HOST="${DB_HOST:-localhost}" DB_PORT="${DB_PORT:-5432}" DB_USER="${DB_USER:-postgres}"
-      DB_PASSWORD="$DB_PASSWORD" DB_NAME="$PG_DB")
-    ;;
-  *) die "DB_DRIVER must be sqlite or postgres, not $DRIVER" ;;
-esac
-
-(cd "$WORK" && exec env -i PATH="$PATH" APP_ENV=development APP_HOST=127.0.0.1 APP_PORT=0 BCRYPT_COST=4 \
-  "${DB_ENV[@]}" "$BIN") >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 1 300); do
-  PORT=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -n 1 | grep -o '[0-9]*$' || true)
-  [[ -n "$PORT" ]] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited before listening"; }
-  sleep 0.1
-done
-[[ -n "$PORT" ]] || die "the server did not listen within 30 s"
 curl -fsS --max-time 10 -o "$WORK/openapi.json" "http://127.0.0.1:$PORT/openapi.json" || die "no /openapi.json"
 (cd "$WORK" && "$(dirname "$PYTHON")/openapi-python-client" generate --path "$WORK/openapi.json" --meta none \
   --output-path pizza_client >"$WORK/generate.log" 2>&1) || { cat "$WORK/generate.log" >&2; die "the generator failed"; }
