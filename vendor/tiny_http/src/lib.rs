@@ -345,7 +345,11 @@ fn accept_loop(listener: &Listener, close: &AtomicBool, ctx: &Arc<Context>) {
             }
             Err(err) => {
                 // The listener was shut down or is unusable: nothing more will come.
-                if !close.load(Relaxed) {
+                // A socket shut down for a graceful stop answers EINVAL: that
+                // is the normal end, not an error.
+                if err.raw_os_error() == Some(libc::EINVAL) {
+                    log::debug!("the listening socket was shut down: accepting ends");
+                } else if !close.load(Relaxed) {
                     log::error!("Error accepting new client: {}", err);
                 }
                 ctx.messages.push(err.into());
