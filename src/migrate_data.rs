@@ -68,15 +68,15 @@ const INSERT_USER: Statement = Statement::both(
 
 const SELECT_PIZZAS: Statement = Statement {
     sqlite: "SELECT id, name, name_folded, description, ingredients, price, created_by, created_at, updated_at, \
-             deleted_at FROM pizzas ORDER BY id",
+             deleted_at, version FROM pizzas ORDER BY id",
     postgres: "SELECT id, name, name_folded, description, ingredients::text, price, created_by, created_at, \
-               updated_at, deleted_at FROM pizzas ORDER BY id",
+               updated_at, deleted_at, version FROM pizzas ORDER BY id",
 };
 const INSERT_PIZZA: Statement = Statement {
     sqlite: "INSERT INTO pizzas (id, name, name_folded, description, ingredients, price, created_by, created_at, \
-             updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             updated_at, deleted_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     postgres: "INSERT INTO pizzas (id, name, name_folded, description, ingredients, price, created_by, created_at, \
-               updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)",
+               updated_at, deleted_at, version) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)",
 };
 
 const SELECT_CLIENTS: Statement = Statement::both(
@@ -129,6 +129,8 @@ fn copy(source: &Db, tx: &Tx<'_>) -> Result<Copied, DbError> {
             time(row, 7)?,
             time(row, 8)?,
             Cell::Time(deleted_at),
+            // Versions carry over, so ETags clients hold stay valid.
+            Cell::Int(row.int(10)?),
         ])
     })?;
     let clients = copy_rows(source, tx, &SELECT_CLIENTS, &INSERT_CLIENT, |row| {
