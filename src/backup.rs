@@ -50,11 +50,18 @@ pub const TABLES: &[Table] = &[
 ];
 
 /// Tables of the schema a backup leaves out, and why.
-pub const NOT_BACKED_UP: &[(&str, &str)] = &[(
-    "revocation_revision",
-    "a counter that only tells running replicas to reload revocations; every database has its own (the schema \
-     file creates it) and every replica reads the revocations when it starts",
-)];
+pub const NOT_BACKED_UP: &[(&str, &str)] = &[
+    (
+        "revocation_revision",
+        "a counter that only tells running replicas to reload revocations; every database has its own (the schema \
+         file creates it) and every replica reads the revocations when it starts",
+    ),
+    (
+        "idempotency_keys",
+        "stored answers for retried creates, kept 24 hours: a restored database starts without them, so a retry \
+         of a create made before the backup creates again",
+    ),
+];
 
 /// The value of `format` in `backup_info`.
 pub const FORMAT: &str = "pizza-api-backup/1";

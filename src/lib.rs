@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod migrate_data;
 pub mod ops;

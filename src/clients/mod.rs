@@ -13,9 +13,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 
 use crate::auth::{self, Auth, Caller, Role, audit, revocation, secrets};
-use crate::db::Db;
+use crate::db::{Db, DbError, Exec};
+use crate::idempotency::{self, IdempotencyKey, Outcome, Recorded, Scope};
 use crate::rest::{ApiError, Request, Response};
 use crate::{clock, metrics};
 use input::{NewClient, Rotation};
@@ -35,27 +37,48 @@ struct CreatedClient {
 /// UUID that is already taken would mean a broken random source.
 const ID_ATTEMPTS: usize = 3;
 
-/// `POST /api/v1/clients`.
+/// The operation idempotency keys of creates are scoped to.
+const CREATE_ROUTE: &str = "POST /api/v1/clients";
+
+/// `POST /api/v1/clients`. With an `Idempotency-Key`, a repeat of the same
+/// request creates nothing and answers 409 naming the client created first:
+/// its secret was shown once and is not kept, so it cannot be shown again.
 pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> {
     let caller = auth::authenticate(auth, db, rq)?;
     auth::require_admin(&caller)?;
     auth::require_scope(&caller, auth::WRITE_SCOPE)?;
-    let input = NewClient::parse(&rq.json_body()?)?;
+    let key = IdempotencyKey::from_request(rq)?;
+    let body = rq.json_body()?;
+    let input = NewClient::parse(&body)?;
+    let scope = Scope::of(&caller, CREATE_ROUTE);
+    let fingerprint = idempotency::fingerprint(&body);
+    if let Some(key) = &key {
+        // A plain repeat is answered before paying for bcrypt.
+        if let Some(earlier) = idempotency::earlier(db, &scope, key, &fingerprint)? {
+            return Err(already_created(earlier));
+        }
+    }
 
     let secret = secrets::new_client_secret().map_err(ApiError::Internal)?;
     let (to_hash, cost) = (secret.clone(), auth.bcrypt_cost);
     let hash = auth.bcrypt.run(move || secrets::hash(&to_hash, cost)).map_err(ApiError::Unavailable)?;
     let hash = hash.map_err(ApiError::Internal)?;
-    let mut stored = None;
-    for _ in 0..ID_ATTEMPTS {
-        let id = secrets::new_client_id().map_err(ApiError::Internal)?;
-        if store::insert(db, &id, &hash, &input, caller.user_id)? {
-            stored = Some(id);
-            break;
+    let id = match &key {
+        None => insert_with_fresh_id(db, &hash, &input, caller.user_id)?,
+        Some(key) => {
+            let outcome = idempotency::once(db, &scope, key, &fingerprint, |tx| {
+                let id = insert_with_fresh_id(tx, &hash, &input, caller.user_id)?;
+                // The answer's body holds the secret: only the ID is kept.
+                let recorded =
+                    Recorded { status: 201, resource_id: id.clone(), body: None, location: None, etag: None };
+                Ok((id, recorded))
+            })?;
+            match outcome {
+                Outcome::Created(id) => id,
+                Outcome::Replay(earlier) => return Err(already_created(earlier)),
+            }
         }
-    }
-    // Never show a secret for a client that was not stored.
-    let id = stored.ok_or_else(|| ApiError::Internal(format!("{ID_ATTEMPTS} fresh client IDs were all taken")))?;
+    };
     audit_change(rq, "client.created", &id, &caller).log();
 
     let body = CreatedClient {
@@ -67,6 +90,28 @@ pub fn create(db: &Db, auth: &Auth, rq: &Request) -> Result<Response, ApiError> 
         redirect_uri: input.redirect_uri,
     };
     Ok(Response::json(201, &body).with_header("Cache-Control", "no-store"))
+}
+
+/// Stores a client under a fresh random ID and returns the ID. Fails rather
+/// than returning an ID that was not stored: a secret is never shown for a
+/// client that does not exist.
+fn insert_with_fresh_id(db: &impl Exec, hash: &str, input: &NewClient, user_id: i64) -> Result<String, DbError> {
+    for _ in 0..ID_ATTEMPTS {
+        let id = secrets::new_client_id().map_err(DbError::Query)?;
+        if store::insert(db, &id, hash, input, user_id)? {
+            return Ok(id);
+        }
+    }
+    Err(DbError::Query(format!("{ID_ATTEMPTS} fresh client IDs were all taken")))
+}
+
+/// The 409 for a repeated create: names the client, never its secret.
+fn already_created(earlier: Recorded) -> ApiError {
+    ApiError::AlreadyCreated(json!({
+        "error": "Conflict",
+        "details": "this Idempotency-Key already created a client; its secret was shown once and is not shown again",
+        "client_id": earlier.resource_id,
+    }))
 }
 
 /// `GET /api/v1/clients`: the caller's clients.

@@ -335,6 +335,18 @@ impl Tx<'_> {
         self.read_many(&LOCK, &[Value::Int(Some(key))], |_| Ok(())).map(drop)
     }
 
+    /// Like [`Tx::lock`], but does not wait: false when another transaction
+    /// holds `key` now (`pg_try_advisory_xact_lock`). On SQLite always true,
+    /// for the same reason as there.
+    pub fn try_lock(&self, key: i64) -> Result<bool, DbError> {
+        const TRY_LOCK: Statement = Statement {
+            sqlite: "SELECT $1 IS NOT NULL",
+            postgres: "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1::bigint ELSE 0::bigint END",
+        };
+        let taken = self.read_one(&TRY_LOCK, &[Value::Int(Some(key))], |row| row.int(0))?;
+        Ok(taken == Some(1))
+    }
+
     /// Runs a script of several statements without parameters (schema files).
     pub fn run_script(&self, st: &Statement) -> Result<(), DbError> {
         match &mut *self.0.borrow_mut() {

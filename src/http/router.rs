@@ -194,7 +194,7 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
         (Route::Revoke, Post) => clients::revoke::revoke(db, auth, rq),
 
         (Route::PublicPizzas, Get | Head) => pizzas::list(db, rq),
-        (Route::PublicPizza(id), Get | Head) => pizzas::get(db, id),
+        (Route::PublicPizza(id), Get | Head) => pizzas::get(db, rq, id),
         (Route::Pizzas, Post) => pizzas::create(db, auth, rq),
         (Route::Pizza(id), Put) => pizzas::update(db, auth, rq, id),
         (Route::Pizza(id), Delete) => pizzas::delete(db, auth, rq, id),

@@ -20,16 +20,33 @@ pub struct Pizza {
     pub created_by: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// 1 when created, one more on every update: the ETag's part that
+    /// changes (see [`Pizza::etag`]). Not a field of the JSON.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Pizza {
+    /// The strong entity tag of this version of the pizza: `"<id>-<version>"`,
+    /// the same on both databases for the same data.
+    pub fn etag(&self) -> String {
+        etag(self.id, self.version)
+    }
+}
+
+/// The entity tag of version `version` of pizza `id`, quotes included.
+pub fn etag(id: i64, version: i64) -> String {
+    format!("\"{id}-{version}\"")
 }
 
 /// The columns every pizza statement returns, in [`from_row`]'s order.
 /// PostgreSQL stores ingredients as `jsonb` and hands them over as text.
 macro_rules! pizza_columns {
     (sqlite) => {
-        "id, name, description, ingredients, price, created_by, created_at, updated_at"
+        "id, name, description, ingredients, price, created_by, created_at, updated_at, version"
     };
     (postgres) => {
-        "id, name, description, ingredients::text, price, created_by, created_at, updated_at"
+        "id, name, description, ingredients::text, price, created_by, created_at, updated_at, version"
     };
 }
 
@@ -43,6 +60,7 @@ fn from_row(row: &Row<'_>) -> Result<Pizza, DbError> {
         created_by: row.int(5)?,
         created_at: row.time_text(6)?,
         updated_at: row.time_text(7)?,
+        version: row.int(8)?,
     })
 }
 
@@ -56,11 +74,12 @@ pub fn find(db: &impl Exec, id: i64) -> Result<Option<Pizza>, DbError> {
     db.read_one(&SELECT_ONE, &[id.into()], from_row)
 }
 
-const SELECT_OWNER: Statement = Statement::both("SELECT created_by FROM pizzas WHERE id = $1 AND deleted_at IS NULL");
+const SELECT_OWNER: Statement =
+    Statement::both("SELECT created_by, version FROM pizzas WHERE id = $1 AND deleted_at IS NULL");
 
-/// The owner of pizza `id`, unless it is missing or deleted.
-pub fn owner(db: &impl Exec, id: i64) -> Result<Option<i64>, DbError> {
-    db.read_one(&SELECT_OWNER, &[id.into()], |row| row.int(0))
+/// The owner and the version of pizza `id`, unless it is missing or deleted.
+pub fn owner(db: &impl Exec, id: i64) -> Result<Option<(i64, i64)>, DbError> {
+    db.read_one(&SELECT_OWNER, &[id.into()], |row| Ok((row.int(0)?, row.int(1)?)))
 }
 
 // One statement for every filter combination: a NULL parameter switches its
@@ -113,39 +132,53 @@ pub fn insert(db: &impl Exec, input: &PizzaInput, owner: i64, now: SystemTime) -
 const UPDATE: Statement = Statement {
     sqlite: concat!(
         "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4, price = $5, ",
-        "updated_at = max($6, updated_at) WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
-        "RETURNING ",
+        "updated_at = max($6, updated_at), version = version + 1 ",
+        "WHERE id = $7 AND deleted_at IS NULL AND ($8 IS NULL OR created_by = $8) ",
+        "AND ($9 IS NULL OR instr($9, ' ' || version || ' ') > 0) RETURNING ",
         pizza_columns!(sqlite)
     ),
     postgres: concat!(
         "UPDATE pizzas SET name = $1, name_folded = $2, description = $3, ingredients = $4::jsonb, price = $5, ",
-        "updated_at = GREATEST($6, updated_at) WHERE id = $7 AND deleted_at IS NULL ",
-        "AND ($8::bigint IS NULL OR created_by = $8::bigint) RETURNING ",
+        "updated_at = GREATEST($6, updated_at), version = version + 1 WHERE id = $7 AND deleted_at IS NULL ",
+        "AND ($8::bigint IS NULL OR created_by = $8::bigint) ",
+        "AND ($9::text IS NULL OR strpos($9::text, ' ' || version::text || ' ') > 0) RETURNING ",
         pizza_columns!(postgres)
     ),
 };
 
-/// Replaces every field of pizza `id`, if it is live and (unless `owner` is
-/// `None`) owned by `owner`; `None` when no such pizza was changed. One
-/// statement: the permission check costs no extra round trip.
-pub fn update(db: &impl Exec, id: i64, input: &PizzaInput, owner: Option<i64>) -> Result<Option<Pizza>, DbError> {
+/// Replaces every field of pizza `id`, if it is live, (unless `owner` is
+/// `None`) owned by `owner` and (unless `versions` is `None`) at one of
+/// `versions`; `None` when no such pizza was changed. One statement: the
+/// permission and version checks cost no extra round trip, and no other
+/// writer can come between the check and the change.
+pub fn update(
+    db: &impl Exec,
+    id: i64,
+    input: &PizzaInput,
+    owner: Option<i64>,
+    versions: Option<&Versions>,
+) -> Result<Option<Pizza>, DbError> {
     let stored = Stored::of(input);
-    let params = stored.values_then([clock::now().into(), id.into(), owner.into()]);
+    let params =
+        stored.values_then([clock::now().into(), id.into(), owner.into(), versions.map(Versions::as_param).into()]);
     Ok(db.write(&UPDATE, &params, from_row)?.pop())
 }
 
 const DELETE: Statement = Statement {
     sqlite: "UPDATE pizzas SET deleted_at = $1 \
-             WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) RETURNING id",
+             WHERE id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR created_by = $3) \
+             AND ($4 IS NULL OR instr($4, ' ' || version || ' ') > 0) RETURNING id",
     postgres: "UPDATE pizzas SET deleted_at = $1 \
-               WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) RETURNING id",
+               WHERE id = $2 AND deleted_at IS NULL AND ($3::bigint IS NULL OR created_by = $3::bigint) \
+               AND ($4::text IS NULL OR strpos($4::text, ' ' || version::text || ' ') > 0) RETURNING id",
 };
 
-/// Marks pizza `id` deleted if it is live and (unless `owner` is `None`)
-/// owned by `owner`; false when no such pizza was deleted.
+/// Marks pizza `id` deleted if it is live, (unless `owner` is `None`) owned
+/// by `owner` and (unless `versions` is `None`) at one of `versions`; false
+/// when no such pizza was deleted.
 #[must_use = "false means nothing was deleted"]
-pub fn soft_delete(db: &impl Exec, id: i64, owner: Option<i64>) -> Result<bool, DbError> {
-    let params = [clock::now().into(), id.into(), owner.into()];
+pub fn soft_delete(db: &impl Exec, id: i64, owner: Option<i64>, versions: Option<&Versions>) -> Result<bool, DbError> {
+    let params = [clock::now().into(), id.into(), owner.into(), versions.map(Versions::as_param).into()];
     Ok(!db.write(&DELETE, &params, |row| row.int(0))?.is_empty())
 }
 
@@ -154,6 +187,27 @@ const COUNT_ALL: Statement = Statement::both("SELECT count(*) FROM pizzas");
 /// How many pizzas were ever stored, deleted ones included.
 pub fn count_all(db: &impl Exec) -> Result<i64, DbError> {
     Ok(db.read_one(&COUNT_ALL, &[], |row| row.int(0))?.unwrap_or(0))
+}
+
+/// The versions an `If-Match` accepts, as the update and delete statements
+/// take them: each number between spaces (`" 3 5 "`), so that one parameter
+/// holds a whole list; an empty list (`" "`) matches no version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions(String);
+
+impl Versions {
+    pub fn of(versions: impl IntoIterator<Item = i64>) -> Versions {
+        let mut text = String::from(" ");
+        for version in versions {
+            text.push_str(&version.to_string());
+            text.push(' ');
+        }
+        Versions(text)
+    }
+
+    fn as_param(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A pizza's fields as the `pizzas` table stores them: `$1`–`$5` of both
@@ -192,7 +246,9 @@ mod tests {
     #[test]
     fn the_sqlite_list_statement_is_never_prepared_again() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("../../sql/sqlite/0001_initial.sql")).unwrap();
+        for migration in crate::db::migrate::SQLITE {
+            conn.execute_batch(migration.sql).unwrap();
+        }
         let mut stmt = conn.prepare(LIST.sqlite).unwrap();
 
         for limit in [10, 20, 10] {
@@ -206,7 +262,9 @@ mod tests {
     #[test]
     fn the_sqlite_pizza_statements_are_never_prepared_again() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("../../sql/sqlite/0001_initial.sql")).unwrap();
+        for migration in crate::db::migrate::SQLITE {
+            conn.execute_batch(migration.sql).unwrap();
+        }
         conn.execute(
             "INSERT INTO users (email, name, role, created_at, updated_at) VALUES ('a', 'a', 'admin', 'x', 'x')",
             [],
@@ -218,9 +276,11 @@ mod tests {
             insert.query(("A", "a", "", "[]", 1.0, 1, clock::format(clock::now()))).unwrap().next().unwrap();
             let owner = if round == 1 { None } else { Some(1) };
             let mut update = conn.prepare_cached(UPDATE.sqlite).unwrap();
-            update.query(("B", "b", "", "[]", 2.0, clock::format(clock::now()), 1, owner)).unwrap().next().unwrap();
+            let versions = if round == 2 { Some(" 1 2 ") } else { None };
+            let params = ("B", "b", "", "[]", 2.0, clock::format(clock::now()), 1, owner, versions);
+            update.query(params).unwrap().next().unwrap();
             let mut delete = conn.prepare_cached(DELETE.sqlite).unwrap();
-            delete.query((clock::format(clock::now()), 2 + round, owner)).unwrap().next().unwrap();
+            delete.query((clock::format(clock::now()), 2 + round, owner, versions)).unwrap().next().unwrap();
             for sql in [SELECT_ONE.sqlite, SELECT_OWNER.sqlite] {
                 conn.prepare_cached(sql).unwrap().query([1]).unwrap().next().unwrap();
             }

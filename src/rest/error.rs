@@ -47,6 +47,18 @@ pub enum ApiError {
     /// is stored (a unique or foreign-key rule). The database's wording is
     /// logged, not sent.
     Conflict(String),
+    /// 409 with a body that names what already exists (a client created
+    /// earlier under the same `Idempotency-Key`).
+    AlreadyCreated(Value),
+    /// 409 `{"error":"Conflict","details":<text>}` with `Retry-After: 1`: a
+    /// request with the same `Idempotency-Key` is still being processed.
+    InFlight,
+    /// 412 `{"error":"Precondition failed","details":<text>}`: `If-Match`
+    /// names a version that is no longer current.
+    PreconditionFailed(&'static str),
+    /// 422 `{"error":"Idempotency-Key reused with a different request body",
+    /// "details":<text>}`.
+    KeyReused,
     /// 503 `{"error":"Service unavailable", ...}`: the database did not answer
     /// or no connection was free in time. The cause is logged, not sent.
     Unavailable(String),
@@ -122,6 +134,25 @@ impl ApiError {
                     &json!({ "error": "Conflict", "details": "the change conflicts with data already stored" }),
                 )
             }
+            ApiError::AlreadyCreated(body) => Response::json(409, &body),
+            ApiError::InFlight => Response::json(
+                409,
+                &json!({
+                    "error": "Conflict",
+                    "details": "a request with this Idempotency-Key is still in progress; retry shortly",
+                }),
+            )
+            .with_header("Retry-After", "1"),
+            ApiError::PreconditionFailed(details) => {
+                Response::json(412, &json!({ "error": "Precondition failed", "details": details }))
+            }
+            ApiError::KeyReused => Response::json(
+                422,
+                &json!({
+                    "error": "Idempotency-Key reused with a different request body",
+                    "details": "this key was first sent with another body; use a new key for a new request",
+                }),
+            ),
             ApiError::Unavailable(cause) => {
                 log::warn!("answering 503: {cause}");
                 Response::json(

@@ -2,6 +2,7 @@
 //! returns, and [`ApiError`], the one place a failure becomes a status code.
 //! Below the resources and `auth`, above `db`; it names no HTTP library.
 
+pub mod conditional;
 pub mod error;
 pub mod request;
 pub mod response;

@@ -40,6 +40,12 @@ impl Response {
         Response { status: 204, headers: Vec::new(), body: Vec::new(), content_type: None }
     }
 
+    /// `304 Not Modified` for a representation whose entity tag is `etag`:
+    /// no body, no content type.
+    pub fn not_modified(etag: String) -> Response {
+        Response { status: 304, headers: vec![("ETag", etag)], body: Vec::new(), content_type: None }
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));

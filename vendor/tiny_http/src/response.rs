@@ -449,6 +449,11 @@ where
                 .headers
                 .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
 
+            // (pizza-api patch) a 304 says nothing of the length of the
+            // representation it stands for: its Content-Length would have to
+            // be the 200's, so none is sent (RFC 9110 §8.6)
+            Some(TransferEncoding::Identity) if self.status_code.0 == 304 => (),
+
             Some(TransferEncoding::Identity) => {
                 assert!(data_length.is_some());
                 let data_length = data_length.unwrap();
