@@ -29,6 +29,11 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_initial.sql", sql: include_str!("../../sql/sqlite/0001_initial.sql") },
     Migration { version: 2, name: "0002_credentials.sql", sql: include_str!("../../sql/sqlite/0002_credentials.sql") },
     Migration { version: 3, name: "0003_idempotency.sql", sql: include_str!("../../sql/sqlite/0003_idempotency.sql") },
+    Migration {
+        version: 4,
+        name: "0004_list_indexes.sql",
+        sql: include_str!("../../sql/sqlite/0004_list_indexes.sql"),
+    },
 ];
 
 /// The PostgreSQL schema files, oldest first.
@@ -43,6 +48,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "0003_idempotency.sql",
         sql: include_str!("../../sql/postgres/0003_idempotency.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_list_indexes.sql",
+        sql: include_str!("../../sql/postgres/0004_list_indexes.sql"),
     },
 ];
 

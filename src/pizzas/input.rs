@@ -20,6 +20,13 @@ pub const MAX_PRICE: f64 = 1_000_000.0;
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 /// Largest `limit` accepted.
 pub const MAX_PAGE_SIZE: i64 = 1000;
+/// Largest `offset` accepted. Skipped rows are still read, so a deep offset
+/// costs what its depth costs; past this, pages are reached by the cursor
+/// (`after`), which costs the same at any depth.
+pub const MAX_OFFSET: i64 = 10_000;
+/// Shortest run of ASCII letters and digits a name filter needs for the
+/// trigram index (see [`ListQuery::name_is_indexed`]).
+pub const INDEXED_RUN: usize = 3;
 
 /// A pizza as a create or an update describes it. An update replaces every
 /// field: an omitted `description` becomes empty, omitted `ingredients` none.
@@ -125,14 +132,18 @@ pub struct ListQuery {
     pub name: Option<String>,
     pub created_by: Option<i64>,
     pub limit: i64,
+    /// The cursor: the page starts after the pizza with this ID (0: at the
+    /// start).
+    pub after: i64,
+    /// Matching pizzas to skip after the cursor, at most [`MAX_OFFSET`].
     pub offset: i64,
 }
 
 impl ListQuery {
-    /// Parses `name`, `created_by`, `limit` and `offset`; other parameters
-    /// are ignored, a bad value is a 400 naming the parameter.
+    /// Parses `name`, `created_by`, `limit`, `after` and `offset`; other
+    /// parameters are ignored, a bad value is a 400 naming the parameter.
     pub fn parse(query: &str) -> Result<ListQuery, ApiError> {
-        let mut parsed = ListQuery { name: None, created_by: None, limit: DEFAULT_PAGE_SIZE, offset: 0 };
+        let mut parsed = ListQuery { name: None, created_by: None, limit: DEFAULT_PAGE_SIZE, after: 0, offset: 0 };
         for (key, value) in form_pairs(query.as_bytes()) {
             match key.as_str() {
                 "name" if value.contains('\0') => {
@@ -141,11 +152,52 @@ impl ListQuery {
                 "name" => parsed.name = Some(fold(&value)),
                 "created_by" => parsed.created_by = Some(integer("created_by", &value, 1, i64::MAX)?),
                 "limit" => parsed.limit = integer("limit", &value, 1, MAX_PAGE_SIZE)?,
-                "offset" => parsed.offset = integer("offset", &value, 0, i64::MAX)?,
+                "after" => parsed.after = integer("after", &value, 0, i64::MAX)?,
+                "offset" => parsed.offset = parse_offset(&value)?,
                 _ => {}
             }
         }
+        if parsed.offset > 0 && parsed.name.is_some() && !parsed.name_is_indexed() {
+            return Err(invalid(
+                "offset",
+                format!(
+                    "offset cannot be combined with a name filter without {INDEXED_RUN} letters or digits in a row: \
+                     follow the Link header (after=<id>) instead"
+                ),
+            ));
+        }
         Ok(parsed)
+    }
+
+    /// Whether the name filter can use the trigram index: it holds at least
+    /// [`INDEXED_RUN`] ASCII letters or digits in a row. PostgreSQL's
+    /// pg_trgm builds trigrams from letters and digits only (and, in a
+    /// database without a locale, from ASCII ones only); the same rule on
+    /// both databases keeps their pages alike. Other filters (`ab`, `%`,
+    /// `äöü`) are a bounded scan. Either way the results are the same.
+    pub fn name_is_indexed(&self) -> bool {
+        let Some(name) = &self.name else { return false };
+        let mut run = 0;
+        for c in name.chars() {
+            run = if c.is_ascii_alphanumeric() { run + 1 } else { 0 };
+            if run >= INDEXED_RUN {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn parse_offset(value: &str) -> Result<i64, ApiError> {
+    match value.parse::<i64>() {
+        Ok(n) if n > MAX_OFFSET => Err(invalid(
+            "offset",
+            format!(
+                "offset must be at most {MAX_OFFSET}: for later pages follow the Link header, \
+                 whose after=<id> cursor costs the same at any depth"
+            ),
+        )),
+        _ => integer("offset", value, 0, MAX_OFFSET),
     }
 }
 
@@ -262,7 +314,7 @@ mod tests {
     #[test]
     fn the_list_query_has_defaults() {
         let query = ListQuery::parse("").unwrap();
-        assert_eq!(query, ListQuery { name: None, created_by: None, limit: DEFAULT_PAGE_SIZE, offset: 0 });
+        assert_eq!(query, ListQuery { name: None, created_by: None, limit: DEFAULT_PAGE_SIZE, after: 0, offset: 0 });
     }
 
     #[test]
@@ -275,5 +327,42 @@ mod tests {
         for query in ["name=a%00b", "limit=0", "limit=1001", "limit=abc", "offset=-1", "created_by=0", "created_by=x"] {
             assert!(ListQuery::parse(query).is_err(), "{query}");
         }
+        for query in ["after=-1", "after=x", "after=9223372036854775808"] {
+            assert!(ListQuery::parse(query).is_err(), "{query}");
+        }
+    }
+
+    #[test]
+    fn an_offset_above_the_maximum_is_rejected_and_points_to_the_cursor() {
+        assert_eq!(ListQuery::parse("offset=10000").unwrap().offset, MAX_OFFSET);
+        match ListQuery::parse("offset=10001") {
+            Err(ApiError::InvalidField { field: "offset", message }) => {
+                assert!(message.contains("after="), "{message}")
+            }
+            other => panic!("expected an offset error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cursor_is_parsed() {
+        assert_eq!(ListQuery::parse("after=42").unwrap().after, 42);
+    }
+
+    #[test]
+    fn a_name_filter_needs_three_ascii_letters_or_digits_in_a_row_for_the_index() {
+        let indexed = |q: &str| ListQuery::parse(q).unwrap().name_is_indexed();
+        for query in ["name=pep", "name=100%25", "name=%C3%A4pfel", "name=a+b12c"] {
+            assert!(indexed(query), "{query}");
+        }
+        for query in ["", "name=pe", "name=%25", "name=_", "name=a_b_c", "name=%C3%A4%C3%B6%C3%BC"] {
+            assert!(!indexed(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn an_offset_with_a_filter_the_index_cannot_serve_is_rejected() {
+        assert!(ListQuery::parse("name=pe&offset=1").is_err());
+        assert!(ListQuery::parse("name=pe&offset=0").is_ok());
+        assert!(ListQuery::parse("name=pep&offset=1").is_ok());
     }
 }

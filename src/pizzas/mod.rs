@@ -30,16 +30,18 @@ fn not_found() -> ApiError {
     ApiError::NotFound("Pizza not found")
 }
 
-/// `GET /api/v1/public/pizzas`: one page, by ID. A full page carries a
-/// `Link: <...>; rel="next"` to the following one.
+/// `GET /api/v1/public/pizzas`: one page, by ID, from the `after` cursor.
+/// A page that may have a successor (a full one, or a short one from a
+/// bounded scan that stopped before the end) carries `Link: <...>;
+/// rel="next"` to it: the same filters and limit, `after` the last ID
+/// examined, no offset.
 pub fn list(db: &Db, rq: &Request) -> Result<Response, ApiError> {
     let query = ListQuery::parse(rq.query())?;
-    let pizzas = store::list(db, &query)?;
-    let full_page = pizzas.len() as i64 == query.limit;
-    let response = Response::json(200, &pizzas);
-    if !full_page {
+    let page = store::list(db, &query)?;
+    let response = Response::json(200, &page.pizzas);
+    let Some(after) = page.next_after else {
         return Ok(response);
-    }
+    };
     let mut next = form_urlencoded::Serializer::new(String::new());
     if let Some(name) = &query.name {
         next.append_pair("name", name);
@@ -48,7 +50,7 @@ pub fn list(db: &Db, rq: &Request) -> Result<Response, ApiError> {
         next.append_pair("created_by", &owner.to_string());
     }
     next.append_pair("limit", &query.limit.to_string());
-    next.append_pair("offset", &(query.offset.saturating_add(query.limit)).to_string());
+    next.append_pair("after", &after.to_string());
     Ok(response.with_header("Link", format!("</api/v1/public/pizzas?{}>; rel=\"next\"", next.finish())))
 }
 

@@ -82,30 +82,210 @@ pub fn owner(db: &impl Exec, id: i64) -> Result<Option<(i64, i64)>, DbError> {
     db.read_one(&SELECT_OWNER, &[id.into()], |row| Ok((row.int(0)?, row.int(1)?)))
 }
 
-// One statement for every filter combination: a NULL parameter switches its
-// filter off. instr/strpos match the folded name literally (no LIKE
-// wildcards, so `%` and `_` match themselves).
-const LIST: Statement = Statement {
+// The list: one statement per filter combination, so that each has one plan
+// and that plan walks an index in ID order from the cursor ($N = after) and
+// stops after the page (tests read the plans: src/pizzas/store.rs and
+// tests/api/list_plans.rs). A bare parameter as LIMIT makes SQLite plan the
+// statement again on every run (it folds the value into the plan); an
+// expression does not, hence CAST.
+
+const LIST_ALL: Statement = Statement {
     sqlite: concat!(
         "SELECT ",
         pizza_columns!(sqlite),
-        " FROM pizzas WHERE deleted_at IS NULL AND ($1 IS NULL OR instr(name_folded, $1) > 0) ",
-        // A bare parameter as LIMIT makes SQLite plan the statement again on
-        // every run (it folds the value into the plan); an expression does not.
-        "AND ($2 IS NULL OR created_by = $2) ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
+        " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ",
+        "ORDER BY id LIMIT CAST($2 AS INTEGER) OFFSET CAST($3 AS INTEGER)"
     ),
     postgres: concat!(
         "SELECT ",
         pizza_columns!(postgres),
-        " FROM pizzas WHERE deleted_at IS NULL AND ($1::text IS NULL OR strpos(name_folded, $1::text) > 0) ",
-        "AND ($2::bigint IS NULL OR created_by = $2::bigint) ORDER BY id LIMIT $3 OFFSET $4"
+        " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2 OFFSET $3"
     ),
 };
 
-/// One page of pizzas matching `query`, by ID.
-pub fn list(db: &impl Exec, query: &ListQuery) -> Result<Vec<Pizza>, DbError> {
-    let params = [query.name.as_deref().into(), query.created_by.into(), query.limit.into(), query.offset.into()];
-    db.read_many(&LIST, &params, from_row)
+const LIST_BY_OWNER: Statement = Statement {
+    sqlite: concat!(
+        "SELECT ",
+        pizza_columns!(sqlite),
+        " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ",
+        "ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        pizza_columns!(postgres),
+        " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
+    ),
+};
+
+// The name filter through the trigram index. SQLite: the FTS5 table
+// (sql/sqlite/0004_list_indexes.sql) yields candidate IDs in order from the
+// cursor, as a phrase query (the filter in double quotes, its own doubled);
+// instr then keeps exactly the names holding the filter. PostgreSQL: LIKE
+// with the filter's `\`, `%` and `_` escaped is the same literal substring
+// test, and pg_trgm's GIN index serves it.
+macro_rules! list_named {
+    ($owner_sqlite:literal, $owner_postgres:literal, $rest_sqlite:literal, $rest_postgres:literal) => {
+        Statement {
+            sqlite: concat!(
+                "SELECT ",
+                pizza_columns!(sqlite),
+                " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid ",
+                "WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' ",
+                "AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 ",
+                "AND pizzas.deleted_at IS NULL",
+                $owner_sqlite,
+                " ORDER BY pizza_name_trigrams.rowid ",
+                $rest_sqlite
+            ),
+            postgres: concat!(
+                "SELECT ",
+                pizza_columns!(postgres),
+                " FROM pizzas WHERE name_folded LIKE ",
+                "'%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' ",
+                "AND deleted_at IS NULL AND id > $2",
+                $owner_postgres,
+                " ORDER BY id ",
+                $rest_postgres
+            ),
+        }
+    };
+}
+
+const LIST_NAMED: Statement =
+    list_named!("", "", "LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)", "LIMIT $3 OFFSET $4");
+
+const LIST_NAMED_BY_OWNER: Statement = list_named!(
+    " AND pizzas.created_by = $3",
+    " AND created_by = $3",
+    "LIMIT CAST($4 AS INTEGER) OFFSET CAST($5 AS INTEGER)",
+    "LIMIT $4 OFFSET $5"
+);
+
+// A name filter the trigram index cannot serve (see
+// ListQuery::name_is_indexed): a bounded scan. It examines at most
+// SCAN_WINDOW live pizzas after the cursor, in ID order, and keeps those
+// whose folded name holds the filter (instr/strpos: `%` and `_` are plain
+// characters). No offset: the handler refuses one with such a filter.
+const LIST_SCANNED: Statement = Statement {
+    sqlite: concat!(
+        "SELECT ",
+        pizza_columns!(sqlite),
+        " FROM (SELECT * FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT CAST($2 AS INTEGER)) ",
+        "WHERE instr(name_folded, $3) > 0 ORDER BY id LIMIT CAST($4 AS INTEGER)"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        pizza_columns!(postgres),
+        " FROM (SELECT * FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2) AS window_rows ",
+        "WHERE strpos(name_folded, $3::text) > 0 ORDER BY id LIMIT $4"
+    ),
+};
+
+const LIST_SCANNED_BY_OWNER: Statement = Statement {
+    sqlite: concat!(
+        "SELECT ",
+        pizza_columns!(sqlite),
+        " FROM (SELECT * FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id ",
+        "LIMIT CAST($3 AS INTEGER)) WHERE instr(name_folded, $4) > 0 ORDER BY id LIMIT CAST($5 AS INTEGER)"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        pizza_columns!(postgres),
+        " FROM (SELECT * FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id ",
+        "LIMIT $3) AS window_rows WHERE strpos(name_folded, $4::text) > 0 ORDER BY id LIMIT $5"
+    ),
+};
+
+// Where a bounded scan that filled less than a page stopped: how many live
+// pizzas its window held and the last one's ID.
+const SCAN_END: Statement = Statement {
+    sqlite: "SELECT count(*), max(id) FROM (SELECT id FROM pizzas WHERE deleted_at IS NULL AND id > $1 \
+             ORDER BY id LIMIT CAST($2 AS INTEGER))",
+    postgres: "SELECT count(*), max(id) FROM (SELECT id FROM pizzas WHERE deleted_at IS NULL AND id > $1 \
+               ORDER BY id LIMIT $2) AS window_rows",
+};
+
+const SCAN_END_BY_OWNER: Statement = Statement {
+    sqlite: "SELECT count(*), max(id) FROM (SELECT id FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL \
+             AND id > $2 ORDER BY id LIMIT CAST($3 AS INTEGER))",
+    postgres: "SELECT count(*), max(id) FROM (SELECT id FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL \
+               AND id > $2 ORDER BY id LIMIT $3) AS window_rows",
+};
+
+/// How many live pizzas (after the cursor, and of the owner when
+/// `created_by` is given) one request with a name filter the index cannot
+/// serve examines at most.
+pub const SCAN_WINDOW: i64 = 10_000;
+
+/// One page of the list and where the next one starts.
+#[derive(Debug)]
+pub struct Page {
+    pub pizzas: Vec<Pizza>,
+    /// The cursor of the next page (`after`), when there may be one: after
+    /// a full page, or after a bounded scan that stopped before the end of
+    /// the table (its page may then be short, even empty).
+    pub next_after: Option<i64>,
+}
+
+/// Every list statement, named, with parameters of the right types: for
+/// the tests that read their plans.
+pub fn list_statements() -> Vec<(&'static str, Statement, Vec<Value<'static>>)> {
+    let name = Value::from("pep");
+    let short = Value::from("%");
+    vec![
+        ("all", LIST_ALL, vec![0.into(), 100.into(), 0.into()]),
+        ("by owner", LIST_BY_OWNER, vec![1.into(), 0.into(), 100.into(), 0.into()]),
+        ("named", LIST_NAMED, vec![name, 0.into(), 100.into(), 0.into()]),
+        ("named by owner", LIST_NAMED_BY_OWNER, vec![name, 0.into(), 1.into(), 100.into(), 0.into()]),
+        ("scanned", LIST_SCANNED, vec![0.into(), SCAN_WINDOW.into(), short, 100.into()]),
+        ("scanned by owner", LIST_SCANNED_BY_OWNER, vec![1.into(), 0.into(), SCAN_WINDOW.into(), short, 100.into()]),
+        ("scan end", SCAN_END, vec![0.into(), SCAN_WINDOW.into()]),
+        ("scan end by owner", SCAN_END_BY_OWNER, vec![1.into(), 0.into(), SCAN_WINDOW.into()]),
+    ]
+}
+
+/// One page of pizzas matching `query`, by ID, from its cursor.
+pub fn list(db: &impl Exec, query: &ListQuery) -> Result<Page, DbError> {
+    let (limit, after, offset) = (query.limit.into(), query.after.into(), query.offset.into());
+    let pizzas = match (query.name.as_deref(), query.created_by) {
+        (None, None) => db.read_many(&LIST_ALL, &[after, limit, offset], from_row)?,
+        (None, Some(owner)) => db.read_many(&LIST_BY_OWNER, &[owner.into(), after, limit, offset], from_row)?,
+        (Some(name), None) if query.name_is_indexed() => {
+            db.read_many(&LIST_NAMED, &[name.into(), after, limit, offset], from_row)?
+        }
+        (Some(name), Some(owner)) if query.name_is_indexed() => {
+            db.read_many(&LIST_NAMED_BY_OWNER, &[name.into(), after, owner.into(), limit, offset], from_row)?
+        }
+        (Some(name), None) => {
+            db.read_many(&LIST_SCANNED, &[after, SCAN_WINDOW.into(), name.into(), limit], from_row)?
+        }
+        (Some(name), Some(owner)) => db.read_many(
+            &LIST_SCANNED_BY_OWNER,
+            &[owner.into(), after, SCAN_WINDOW.into(), name.into(), limit],
+            from_row,
+        )?,
+    };
+    let next_after = match pizzas.last() {
+        Some(last) if pizzas.len() as i64 == query.limit => Some(last.id),
+        _ if query.name.is_some() && !query.name_is_indexed() => scan_end(db, query)?,
+        _ => None,
+    };
+    Ok(Page { pizzas, next_after })
+}
+
+/// The last ID a bounded scan examined, if its window was full (there may
+/// be more pizzas after it); `None` when it reached the end.
+fn scan_end(db: &impl Exec, query: &ListQuery) -> Result<Option<i64>, DbError> {
+    let (after, window) = (query.after.into(), SCAN_WINDOW.into());
+    let read = |row: &Row<'_>| Ok((row.int(0)?, row.opt_int(1)?));
+    let end = match query.created_by {
+        None => db.read_one(&SCAN_END, &[after, window], read)?,
+        Some(owner) => db.read_one(&SCAN_END_BY_OWNER, &[owner.into(), after, window], read)?,
+    };
+    Ok(match end {
+        Some((examined, last)) if examined == SCAN_WINDOW => last,
+        _ => None,
+    })
 }
 
 const INSERT: Statement = Statement {
@@ -249,14 +429,92 @@ mod tests {
         for migration in crate::db::migrate::SQLITE {
             conn.execute_batch(migration.sql).unwrap();
         }
-        let mut stmt = conn.prepare(LIST.sqlite).unwrap();
+        let mut stmt = conn.prepare(LIST_ALL.sqlite).unwrap();
 
         for limit in [10, 20, 10] {
-            let mut rows = stmt.query((None::<String>, None::<i64>, limit, 0)).unwrap();
+            let mut rows = stmt.query((0, limit, 0)).unwrap();
             while rows.next().unwrap().is_some() {}
         }
 
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// A database with the schema and `rows` pizzas (every tenth deleted,
+    /// every third owned by user 2).
+    fn sqlite_with_pizzas(rows: i64) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for migration in crate::db::migrate::SQLITE {
+            conn.execute_batch(migration.sql).unwrap();
+        }
+        conn.execute_batch(&format!(
+            "INSERT INTO users (email, name, role, created_at, updated_at) VALUES ('a', 'a', 'admin', 'x', 'x'), \
+             ('b', 'b', 'user', 'x', 'x'); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO pizzas (name, name_folded, price, created_by, created_at, updated_at, deleted_at) \
+             SELECT 'Pizza ' || i, 'pizza ' || i, 1, 1 + (i % 3 = 0), 'x', 'x', CASE WHEN i % 10 = 0 THEN 'x' END \
+             FROM n;"
+        ))
+        .unwrap();
+        conn
+    }
+
+    fn sqlite_plan(conn: &rusqlite::Connection, statement: &Statement, params: &[Value<'_>]) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sqlite)).unwrap();
+        stmt.query_map(rusqlite::params_from_iter(params), |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_sqlite_list_statement_scans_the_table_or_sorts_its_matches() {
+        for analyzed in [false, true] {
+            let conn = sqlite_with_pizzas(3000);
+            if analyzed {
+                conn.execute_batch("ANALYZE").unwrap();
+            }
+            for (name, statement, params) in list_statements() {
+                let plan = sqlite_plan(&conn, &statement, &params);
+                let text = plan.join("\n");
+                assert!(!plan.iter().any(|step| step.starts_with("SCAN pizzas")), "{name}: a full scan\n{text}");
+                assert!(
+                    plan.iter().any(|step| step.starts_with("SEARCH pizzas") || step.contains("VIRTUAL TABLE INDEX")),
+                    "{name}: no index\n{text}"
+                );
+                if name.starts_with("named") {
+                    // The FTS5 table answers MATCH ('M') with the rowid bound ('>').
+                    assert!(
+                        plan.iter().any(|s| s.contains("VIRTUAL TABLE INDEX") && s.contains(":M")),
+                        "{name}\n{text}"
+                    );
+                }
+                // Only a bounded scan may sort: the matches of its window.
+                if !name.starts_with("scanned") {
+                    assert!(!text.contains("TEMP B-TREE"), "{name}: sorts every match\n{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sqlite_name_index_follows_inserts_renames_and_deletes() {
+        let conn = sqlite_with_pizzas(20);
+        conn.execute_batch(
+            "UPDATE pizzas SET name_folded = 'quattro \"formaggi\" 100%' WHERE id = 3; DELETE FROM pizzas WHERE id = 4;",
+        )
+        .unwrap();
+        let find = |filter: &str| -> Vec<i64> {
+            let mut stmt = conn.prepare(LIST_NAMED.sqlite).unwrap();
+            let params: [Value<'_>; 4] = [filter.into(), 0.into(), 100.into(), 0.into()];
+            stmt.query_map(rusqlite::params_from_iter(params), |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+
+        assert_eq!(find("za 1"), vec![1, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+        assert_eq!(find("\"formaggi\" 100%"), vec![3]);
+        assert_eq!(find("za 3"), Vec::<i64>::new(), "the old name is gone from the index");
+        assert_eq!(find("za 4"), Vec::<i64>::new());
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+        assert_eq!(integrity, "ok");
     }
 
     #[test]

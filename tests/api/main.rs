@@ -14,6 +14,7 @@ mod executor;
 mod health;
 mod http_rules;
 mod idempotency;
+mod list_plans;
 mod listener;
 mod migrate_data;
 mod oauth;

@@ -327,7 +327,7 @@ both_backends!(
 
         let ids = |r: &TestResponse| r.json().as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect::<Vec<_>>();
         assert_eq!(ids(&first), vec![1, 2, 3, 4]);
-        assert_eq!(first.header("link"), Some(r#"</api/v1/public/pizzas?limit=4&offset=4>; rel="next""#));
+        assert_eq!(first.header("link"), Some(r#"</api/v1/public/pizzas?limit=4&after=4>; rel="next""#));
         assert_eq!(ids(&second), vec![5, 6, 7, 8]);
         assert_eq!(beyond.json(), json!([]));
         assert_eq!(ids(&max).len(), 10);
@@ -337,6 +337,108 @@ both_backends!(
             assert_eq!(response.status, 400, "{bad}");
             assert!(response.json()["error"].is_string());
         }
+    }
+);
+
+/// The path of a `Link: <path>; rel="next"` header.
+fn next_path(response: &TestResponse) -> Option<String> {
+    let link = response.header("link")?;
+    let path = link.strip_prefix('<')?.strip_suffix(">; rel=\"next\"")?;
+    Some(path.to_owned())
+}
+
+fn ids(response: &TestResponse) -> Vec<i64> {
+    response.json().as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect()
+}
+
+/// Adds `count` pizzas straight into the database (much faster than the
+/// API): names `Bulk <i>`, owned by the admin; returns nothing, their IDs
+/// follow the seed's.
+fn bulk_insert(app: &TestApp, count: i64) {
+    let sql = match app.db.backend() {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+             INSERT INTO pizzas (name, name_folded, price, created_by, created_at, updated_at) \
+             SELECT 'Bulk ' || i, 'bulk ' || i, 1, 1, '2025-11-10T12:34:56.123456Z', '2025-11-10T12:34:56.123456Z' FROM n"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO pizzas (name, name_folded, price, created_by, created_at, updated_at) \
+             SELECT 'Bulk ' || i, 'bulk ' || i, 1, 1, now(), now() FROM generate_series(1, {count}) AS i"
+        ),
+    };
+    app.db.execute(&sql);
+}
+
+both_backends!(
+    fn the_next_link_carries_a_cursor_and_keeps_the_filters(backend) {
+        let app = spawn_app(backend);
+        let token = app.admin_token();
+        for i in 0..7 {
+            create(&app, &token, json!({"name": format!("Extra {i}"), "price": i}));
+        }
+        app.authed("DELETE", "/api/v1/pizzas/6", &token, None);
+
+        let first = app.get("/api/v1/public/pizzas?limit=4");
+        let second = app.get(&next_path(&first).unwrap());
+        let third = app.get(&next_path(&second).unwrap());
+        let named = app.get("/api/v1/public/pizzas?name=EXTRA&created_by=1&limit=2");
+        let named_next = app.get(&next_path(&named).unwrap());
+        let from_offset = app.get("/api/v1/public/pizzas?limit=2&offset=3");
+
+        assert_eq!(ids(&first), vec![1, 2, 3, 4]);
+        assert_eq!(next_path(&first).as_deref(), Some("/api/v1/public/pizzas?limit=4&after=4"));
+        assert_eq!(ids(&second), vec![5, 7, 8, 9], "the deleted pizza 6 is skipped");
+        assert_eq!(ids(&third), vec![10]);
+        assert_eq!(next_path(&third), None);
+        assert_eq!(ids(&named), vec![4, 5]);
+        assert_eq!(next_path(&named).as_deref(), Some("/api/v1/public/pizzas?name=extra&created_by=1&limit=2&after=5"));
+        assert_eq!(ids(&named_next), vec![7, 8]);
+        assert_eq!(ids(&from_offset), vec![4, 5]);
+        assert_eq!(next_path(&from_offset).as_deref(), Some("/api/v1/public/pizzas?limit=2&after=5"), "offset becomes a cursor");
+        assert_eq!(ids(&app.get("/api/v1/public/pizzas?after=8&offset=1")), vec![10]);
+        assert_eq!(app.get("/api/v1/public/pizzas?after=9223372036854775807").json(), json!([]));
+    }
+);
+
+both_backends!(
+    fn an_offset_beyond_the_maximum_is_refused_with_a_pointer_to_the_cursor(backend) {
+        let app = spawn_app(backend);
+
+        let at_max = app.get("/api/v1/public/pizzas?offset=10000");
+        let beyond = app.get("/api/v1/public/pizzas?offset=10001");
+        let short_with_offset = app.get("/api/v1/public/pizzas?name=pe&offset=1");
+
+        assert_eq!(at_max.status, 200);
+        assert_eq!(at_max.json(), json!([]));
+        assert_field_error(&beyond, "offset");
+        assert!(beyond.json()["error"].as_str().unwrap().contains("after=<id>"), "{}", beyond.body);
+        assert_field_error(&short_with_offset, "offset");
+        for bad in ["after=-1", "after=x", "after=1.5"] {
+            assert_field_error(&app.get(&format!("/api/v1/public/pizzas?{bad}")), "after");
+        }
+    }
+);
+
+both_backends!(
+    fn a_filter_the_index_cannot_serve_pages_through_a_bounded_window(backend) {
+        let app = spawn_app(backend);
+        let token = app.admin_token();
+        bulk_insert(&app, 10_500);
+        let far = create(&app, &token, json!({"name": "50% off", "price": 1}))["id"].as_i64().unwrap();
+
+        // "%" holds no letter or digit: each request examines at most 10,000
+        // live pizzas after its cursor.
+        let first = app.get("/api/v1/public/pizzas?name=%25&limit=5");
+        let second = app.get(&next_path(&first).unwrap());
+        let indexed = app.get("/api/v1/public/pizzas?name=0%25+OFF");
+
+        assert_eq!(first.status, 200);
+        assert_eq!(first.json(), json!([]), "no match among the first 10,000");
+        assert_eq!(next_path(&first).as_deref(), Some("/api/v1/public/pizzas?name=%25&limit=5&after=10000"));
+        assert_eq!(ids(&second), vec![far]);
+        assert_eq!(next_path(&second), None, "the window reached the end");
+        assert_eq!(ids(&indexed), vec![far]);
+        assert_eq!(ids(&app.get("/api/v1/public/pizzas?name=k+1&limit=3")), vec![4, 13, 14]);
     }
 );
 
@@ -351,7 +453,7 @@ both_backends!(
         let page = app.get("/api/v1/public/pizzas");
 
         assert_eq!(page.json().as_array().unwrap().len(), 100);
-        assert!(page.header("link").unwrap().contains("offset=100"));
+        assert!(page.header("link").unwrap().contains("after=100"));
     }
 );
 
