@@ -210,6 +210,15 @@ impl Row<'_> {
 pub enum Access {
     Read,
     Write,
+    /// A read that PostgreSQL plans afresh for its parameter values on every
+    /// run (an unnamed statement, one round trip), instead of a statement
+    /// prepared once per connection, whose plan PostgreSQL replaces after
+    /// five runs by a generic one made without the values. For statements
+    /// whose best plan depends on them: the list's name filter walks the ID
+    /// index for a common term and the trigram index for a rare one, and a
+    /// generic plan can only guess (it walks the whole ID index for a rare
+    /// term). The same as `Read` on SQLite.
+    ReadReplanned,
 }
 
 /// What can run statements: [`Db`] (each statement on its own) and [`Tx`]
@@ -236,6 +245,17 @@ pub trait Exec {
         map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         self.rows(Access::Read, st, params, map)
+    }
+
+    /// The rows a read returns, each mapped by `map`, planned for its
+    /// parameter values on every run (see [`Access::ReadReplanned`]).
+    fn read_many_replanned<T>(
+        &self,
+        st: &Statement,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        self.rows(Access::ReadReplanned, st, params, map)
     }
 
     /// The first row a read returns, mapped by `map`.
@@ -268,7 +288,7 @@ impl Exec for Db {
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         match (self, access) {
-            (Db::Sqlite(sqlite), Access::Read) => {
+            (Db::Sqlite(sqlite), Access::Read | Access::ReadReplanned) => {
                 let conn = acquire(&sqlite.pool, sqlite.pool.connection_timeout(), Breaker::Respect)?;
                 sqlite_rows(&conn, st.sqlite, params, &mut map)
             }
@@ -276,6 +296,11 @@ impl Exec for Db {
             (Db::Postgres(pool), Access::Read) => {
                 pg_repeatable(pool, pool.connection_timeout(), Breaker::Respect, |conn| {
                     pg_rows(&conn.run(st.postgres, params)?, &mut map)
+                })
+            }
+            (Db::Postgres(pool), Access::ReadReplanned) => {
+                pg_repeatable(pool, pool.connection_timeout(), Breaker::Respect, |conn| {
+                    pg_rows(&conn.run_replanned(st.postgres, params)?, &mut map)
                 })
             }
             (Db::Postgres(pool), Access::Write) => {
@@ -374,13 +399,16 @@ impl Exec for Tx<'_> {
     /// Inside a transaction reads and writes alike run once, on its connection.
     fn rows<T>(
         &self,
-        _access: Access,
+        access: Access,
         st: &Statement,
         params: &[Value<'_>],
         mut map: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         match &mut *self.0.borrow_mut() {
             TxInner::Sqlite(conn) => sqlite_rows(conn, st.sqlite, params, &mut map),
+            TxInner::Postgres { tx, .. } if access == Access::ReadReplanned => {
+                pg_rows(&tx.query_typed(st.postgres, &pg_typed_params(params))?, &mut map)
+            }
             TxInner::Postgres { tx, prepared } => {
                 let statement = Tx::pg_statement(tx, prepared, st.postgres, params)?;
                 pg_rows(&tx.query(&statement, &pg_params(params))?, &mut map)
@@ -445,6 +473,11 @@ fn pg_rows<T>(rows: &[postgres::Row], map: &mut impl FnMut(&Row<'_>) -> Result<T
 /// The parameters as the PostgreSQL client takes them.
 pub(super) fn pg_params<'p>(params: &'p [Value<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// `params` with their PostgreSQL types, for an unnamed statement.
+pub(super) fn pg_typed_params<'p>(params: &'p [Value<'_>]) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
+    params.iter().map(|p| (p as &(dyn ToSql + Sync), p.pg_type())).collect()
 }
 
 /// The PostgreSQL types of `params`, for preparing a statement.

@@ -96,6 +96,12 @@ impl PgConn {
         self.client.query(&prepared, &exec::pg_params(params)).map_err(|err| self.forget(sql, err))
     }
 
+    /// Runs `sql` as an unnamed statement, planned for these `params`
+    /// (see [`exec::Access::ReadReplanned`]).
+    fn run_replanned(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<Vec<postgres::Row>, DbError> {
+        self.client.query_typed(sql, &exec::pg_typed_params(params)).map_err(|err| self.note(err))
+    }
+
     /// Runs `sql` and returns how many rows it changed.
     fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, DbError> {
         let prepared = self.statement(sql, params)?;
