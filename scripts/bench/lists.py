@@ -40,6 +40,7 @@ def queries(pizzas):
         (f"offset={deep:,}", f"/api/v1/public/pizzas?offset={deep}"),
         ("name=xyz (rare: no match)", "/api/v1/public/pizzas?name=xyz"),
         ("name=pizza (common: every pizza)", "/api/v1/public/pizzas?name=pizza"),
+        ("name=pizza 5 (about 11 % of names)", "/api/v1/public/pizzas?name=pizza+5"),
         ("name=%25 (no trigram: bounded scan)", "/api/v1/public/pizzas?name=%25"),
         ("created_by=2", "/api/v1/public/pizzas?created_by=2"),
         (f"created_by=2, cursor after {deep:,}", f"/api/v1/public/pizzas?created_by=2&after={deep}"),
