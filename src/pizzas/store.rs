@@ -84,12 +84,12 @@ pub fn owner(db: &impl Exec, id: i64) -> Result<Option<(i64, i64)>, DbError> {
 
 // The list: one statement per filter combination, so that each has one plan
 // and that plan walks an index in ID order from the cursor ($N = after) and
-// stops after the page. On PostgreSQL those whose best index depends on the
-// values (a rare or a common owner or name) are planned for their values on
-// every run (read_many_replanned), the others prepared once (tests read the plans: src/pizzas/store.rs and
-// tests/api/list_plans.rs). A bare parameter as LIMIT makes SQLite plan the
-// statement again on every run (it folds the value into the plan); an
-// expression does not, hence CAST.
+// stops after the page (tests read the plans: below, and
+// tests/api/list_plans.rs). On PostgreSQL the statements whose best index
+// depends on the values (a rare or a common owner or name) are planned for
+// their values on every run (read_many_replanned), the others prepared once.
+// A bare parameter as LIMIT makes SQLite plan the statement again on every
+// run (it folds the value into the plan); an expression does not, hence CAST.
 
 const LIST_ALL: Statement = Statement {
     sqlite: concat!(
