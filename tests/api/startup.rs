@@ -149,7 +149,7 @@ both_backends!(
 
         assert!(first.contains("schema: applied 0001_initial.sql, 0002_credentials.sql, 0003_idempotency.sql, 0004_list_indexes.sql"), "{first}");
         assert!(second.contains("schema is up to date"), "{second}");
-        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 3);
+        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 4);
     }
 );
 
