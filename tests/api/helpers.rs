@@ -837,3 +837,21 @@ pub fn post_form(url: &str, form: &str) -> TestResponse {
         .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
     TestResponse::from_ureq(response)
 }
+
+/// Gives a freshly seeded service some history: three pizzas of both users
+/// (one with non-ASCII text and `%`), the third deleted (ID 6), and a new
+/// client of the admin. Returns that client's (id, secret), the secret
+/// remembered as one the log must not show.
+pub fn add_history(app: &mut TestApp) -> (String, String) {
+    let (admin, user) = (app.admin_token(), app.user_token());
+    for (token, name, price) in [(&admin, "Calzone", 19.99), (&user, "Ünïcode 50%", 0.1), (&admin, "Gone", 3.0)] {
+        let created =
+            app.authed("POST", "/api/v1/pizzas", token, Some(&serde_json::json!({"name": name, "price": price})));
+        assert_eq!(created.status, 201);
+    }
+    assert_eq!(app.authed("DELETE", "/api/v1/pizzas/6", &admin, None).status, 204);
+    let client = app.authed("POST", "/api/v1/clients", &admin, Some(&serde_json::json!({"name": "terraform"}))).json();
+    let secret = client["client_secret"].as_str().unwrap().to_owned();
+    app.remember_secret(&secret);
+    (client["client_id"].as_str().unwrap().to_owned(), secret)
+}
