@@ -405,12 +405,16 @@ impl Output {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                if let Some(tx) = &lines {
-                    let _ = tx.send(line.clone());
+                // Into the text first: whoever is told of the line (a test
+                // waiting for "listening on") must find it in the text too.
+                {
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
                 }
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
+                if let Some(tx) = &lines {
+                    let _ = tx.send(line);
+                }
             }
         });
     }
