@@ -41,6 +41,9 @@ listen() {
   python3 -u - "$1" "$2" >"$out" 2>/dev/null <<'PY' &
 import socket, sys, time
 s = socket.socket()
+# As servers do (PostgreSQL too): connections of a moment ago, still in
+# TIME_WAIT, must not make a free port look taken.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind((sys.argv[1], int(sys.argv[2])))
 except OSError:

@@ -77,16 +77,8 @@ fn untouched(db: &TestDb) -> bool {
 /// Returns the app and the new client's (id, secret).
 fn service_with_history(backend: Backend) -> (TestApp, (String, String)) {
     let mut app = spawn_app(backend);
-    let (admin, user) = (app.admin_token(), app.user_token());
-    for (token, name, price) in [(&admin, "Calzone", 19.99), (&user, "Ünïcode 50%", 0.1), (&admin, "Gone", 3.0)] {
-        let created = app.authed("POST", "/api/v1/pizzas", token, Some(&json!({"name": name, "price": price})));
-        assert_eq!(created.status, 201);
-    }
-    assert_eq!(app.authed("DELETE", "/api/v1/pizzas/6", &admin, None).status, 204);
-    let client = app.authed("POST", "/api/v1/clients", &admin, Some(&json!({"name": "terraform"}))).json();
-    let secret = client["client_secret"].as_str().unwrap().to_owned();
-    app.remember_secret(&secret);
-    (app, (client["client_id"].as_str().unwrap().to_owned(), secret))
+    let client = add_history(&mut app);
+    (app, client)
 }
 
 fn pizza_ids(app: &TestApp) -> Vec<i64> {

@@ -405,12 +405,16 @@ impl Output {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                if let Some(tx) = &lines {
-                    let _ = tx.send(line.clone());
+                // Into the text first: whoever is told of the line (a test
+                // waiting for "listening on") must find it in the text too.
+                {
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
                 }
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
+                if let Some(tx) = &lines {
+                    let _ = tx.send(line);
+                }
             }
         });
     }
@@ -836,4 +840,22 @@ pub fn post_form(url: &str, form: &str) -> TestResponse {
         .send(form.as_bytes())
         .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
     TestResponse::from_ureq(response)
+}
+
+/// Gives a freshly seeded service some history: three pizzas of both users
+/// (one with non-ASCII text and `%`), the third deleted (ID 6), and a new
+/// client of the admin. Returns that client's (id, secret), the secret
+/// remembered as one the log must not show.
+pub fn add_history(app: &mut TestApp) -> (String, String) {
+    let (admin, user) = (app.admin_token(), app.user_token());
+    for (token, name, price) in [(&admin, "Calzone", 19.99), (&user, "Ünïcode 50%", 0.1), (&admin, "Gone", 3.0)] {
+        let created =
+            app.authed("POST", "/api/v1/pizzas", token, Some(&serde_json::json!({"name": name, "price": price})));
+        assert_eq!(created.status, 201);
+    }
+    assert_eq!(app.authed("DELETE", "/api/v1/pizzas/6", &admin, None).status, 204);
+    let client = app.authed("POST", "/api/v1/clients", &admin, Some(&serde_json::json!({"name": "terraform"}))).json();
+    let secret = client["client_secret"].as_str().unwrap().to_owned();
+    app.remember_secret(&secret);
+    (client["client_id"].as_str().unwrap().to_owned(), secret)
 }

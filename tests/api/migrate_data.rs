@@ -32,17 +32,8 @@ fn a_copied_database_serves_the_same_pizzas_clients_and_ids() {
     let TestDb::Sqlite { path, .. } = &*source else { unreachable!() };
     let (before, client_id, client_secret) = {
         let mut app = spawn_on(source.clone(), &[]);
-        let (admin, user) = (app.admin_token(), app.user_token());
-        for (token, name, price) in [(&admin, "Calzone", 19.99), (&user, "Ünïcode 50%", 0.1), (&admin, "Gone", 3.0)] {
-            let created = app.authed("POST", "/api/v1/pizzas", token, Some(&json!({"name": name, "price": price})));
-            assert_eq!(created.status, 201);
-        }
-        assert_eq!(app.authed("DELETE", "/api/v1/pizzas/6", &admin, None).status, 204);
-        let client = app.authed("POST", "/api/v1/clients", &admin, Some(&json!({"name": "terraform"}))).json();
-        let secret = client["client_secret"].as_str().unwrap().to_owned();
-        app.remember_secret(&secret);
-        let listed = app.get("/api/v1/public/pizzas").body;
-        (listed, client["client_id"].as_str().unwrap().to_owned(), secret)
+        let (client_id, secret) = add_history(&mut app);
+        (app.get("/api/v1/public/pizzas").body, client_id, secret)
     };
     let target = TestDb::new(Backend::Postgres);
 
