@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN   := $(TARGET_DIR)/release/pizza-api
 IMAGE ?= pizza-api:1.0.0
 
-.PHONY: run build test test-api test-faults lint fmt pg-start pg-stop bench bench-smoke \
+.PHONY: run build test test-api test-faults lint fmt pg-start pg-stop bench bench-smoke bench-scale \
         k8s-validate lint-dockerfile openapi-check image clean
 
 ## run: release build, then serve on localhost:8080 with SQLite (test.sqlite)
@@ -65,9 +65,17 @@ pg-stop:
 bench:
 	scripts/bench.sh
 
-## bench-smoke: the benchmark with tiny counts, so it cannot rot (CI runs it)
+## bench-smoke: the benchmark with tiny counts and the list benchmark at 20,000 pizzas,
+##              so neither can rot (CI runs it)
 bench-smoke:
 	BENCH_QUICK=1 scripts/bench.sh
+	BENCH_SCALE_PIZZAS=20000 BENCH_LIST_SECONDS=1 scripts/bench-scale.sh
+
+## bench-scale: the public list and read by ID at 1,000,000 pizzas on SQLite and
+##              PostgreSQL (bulk-loaded), p50/p99 per query and peak RSS against the
+##              targets; table in target/bench/scale/results.md
+bench-scale:
+	scripts/bench-scale.sh
 
 ## k8s-validate: validate k8s/ offline (kubernetes-validate --strict, yamllint)
 k8s-validate:

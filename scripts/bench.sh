@@ -391,15 +391,9 @@ bench_backup() {
 # ---------------------------------------------------------------- main
 START_TIME=$(date +%s)
 
-if ! command -v wrk >/dev/null 2>&1; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    say "wrk is missing; installing Debian's wrk package"
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } >&2 ||
-      die "could not install wrk"
-  else
-    die "wrk is not installed; install it (Debian/Ubuntu: sudo apt-get install wrk) and run again"
-  fi
-fi
+# shellcheck source=scripts/lib/need-wrk.sh
+source scripts/lib/need-wrk.sh
+need_wrk
 command -v curl >/dev/null 2>&1 || die "curl is not installed"
 command -v python3 >/dev/null 2>&1 || die "python3 is not installed"
 

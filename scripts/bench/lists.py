@@ -7,11 +7,13 @@ Starts the release binary BIN once to create the schema (on a new SQLite
 file in WORK_DIR, or on the empty PostgreSQL database the DB_* settings
 name), inserts PIZZAS pizzas straight into the database (as the service
 stores them: every tenth deleted, owners alternating between users 1 and
-2, names "Pizza <i>"), ANALYZEs PostgreSQL (as autovacuum would within a
-minute), starts BIN on it and measures each query with wrk over one
-keep-alive connection (`--latency`: p50, p99). A query the binary refuses
-(the 400 of an offset above its maximum) is recorded as refused, not timed.
-Writes the figures to OUT_JSON and prints a table.
+2, names "Pizza <i>"), VACUUMs and ANALYZEs PostgreSQL (as autovacuum does
+within a minute of a bulk load), starts BIN on it and measures each query with wrk over one
+keep-alive connection (`--latency`: p50, p99), then reads the service's
+peak RSS (VmHWM) and checks that an offset above the maximum is refused
+(400). Every measured query must answer 200, or the run fails. Writes the
+figures to OUT_JSON (scripts/bench/scale_report.py turns them into the
+table) and prints each as it is measured.
 
 Standard library, wrk, and for PostgreSQL psql.
 """
@@ -31,19 +33,27 @@ SECONDS = os.environ.get("BENCH_LIST_SECONDS", "3")
 
 
 def queries(pizzas):
-    deep = max(pizzas - 1000, 0)
+    """Each measured query: (label, path).
+
+    The names are "Pizza <i>", so "<i>" for an i above a tenth of the count
+    matches that one pizza only: the rare term ("pizza <i>" too, but its
+    word "pizza" is in every name). "pizza" matches every pizza: the common
+    term, whose first page is full at once."""
+    deep = max(pizzas - 10000, 0)
+    rare = pizzas // 2 + 1
     return [
         ("first page (100)", "/api/v1/public/pizzas"),
         (f"cursor page after {deep:,}", f"/api/v1/public/pizzas?after={deep}"),
-        ("offset=9000", "/api/v1/public/pizzas?offset=9000"),
-        ("offset=10000 (the new maximum)", "/api/v1/public/pizzas?offset=10000"),
-        (f"offset={deep:,}", f"/api/v1/public/pizzas?offset={deep}"),
+        ("offset=10000 (its maximum)", "/api/v1/public/pizzas?offset=10000"),
+        (f"name={rare} (rare: one match)", f"/api/v1/public/pizzas?name={rare}"),
+        (f"name=pizza {rare} (rare, with a word every name has)", f"/api/v1/public/pizzas?name=pizza+{rare}"),
         ("name=xyz (rare: no match)", "/api/v1/public/pizzas?name=xyz"),
         ("name=pizza (common: every pizza)", "/api/v1/public/pizzas?name=pizza"),
         ("name=pizza 5 (about 11 % of names)", "/api/v1/public/pizzas?name=pizza+5"),
         ("name=%25 (no trigram: bounded scan)", "/api/v1/public/pizzas?name=%25"),
         ("created_by=2", "/api/v1/public/pizzas?created_by=2"),
         (f"created_by=2, cursor after {deep:,}", f"/api/v1/public/pizzas?created_by=2&after={deep}"),
+        (f"read by ID ({rare})", f"/api/v1/public/pizzas/{rare}"),
     ]
 
 
@@ -61,6 +71,12 @@ def serve(binary, env, log):
         time.sleep(0.1)
     proc.kill()
     sys.exit(f"list bench: the service did not listen within 120 s (log: {log})")
+
+
+def peak_rss_kib(proc):
+    """The process's peak resident set over its whole life (VmHWM)."""
+    with open(f"/proc/{proc.pid}/status") as f:
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
 def stop(proc):
@@ -93,12 +109,12 @@ def fill_postgres(pg, pizzas):
         "INSERT INTO pizzas (name, name_folded, description, ingredients, price, created_by, created_at, updated_at, "
         "deleted_at) SELECT 'Pizza ' || i, 'pizza ' || i, 'A pizza for the benchmark', "
         f"'{INGREDIENTS}'::jsonb, 9.5 + i % 7, 1 + i % 2, now(), now(), CASE WHEN i % 10 = 0 THEN now() END "
-        f"FROM generate_series(1, {pizzas}) AS i; ANALYZE pizzas;"
+        f"FROM generate_series(1, {pizzas}) AS i"
     )
     env = {**os.environ, "PGPASSWORD": pg["DB_PASSWORD"]}
     subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg["DB_HOST"], "-p", pg["DB_PORT"], "-U", pg["DB_USER"],
-         "-d", pg["DB_NAME"], "-c", sql],
+         "-d", pg["DB_NAME"], "-c", sql, "-c", "VACUUM ANALYZE pizzas"],
         env=env, check=True,
     )
 
@@ -142,23 +158,30 @@ def main():
         fill_postgres(pg, pizzas)
     else:
         fill_sqlite(env["DB_PATH"], pizzas)
-    print(f"bench: {pizzas:,} pizzas inserted in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    seeded = round(time.monotonic() - started, 1)
+    print(f"bench: {pizzas:,} pizzas inserted in {seeded} s", file=sys.stderr)
     proc, base = serve(binary, env, log)
     results = []
     try:
         for label, path in queries(pizzas):
             status = status_of(base + path)
             row = {"query": label, "path": path, "status": status}
-            if status == 200:
-                row.update(measure(base + path))
+            if status != 200:
+                sys.exit(f"list bench: {path} answered {status}, not 200 (log: {log})")
+            row.update(measure(base + path))
             results.append(row)
-            shown = f"p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms" if status == 200 else f"refused ({status})"
-            print(f"bench:   {label}: {shown}", file=sys.stderr)
+            print(f"bench:   {label}: p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms", file=sys.stderr)
+        rss = peak_rss_kib(proc)
+        over = status_of(base + "/api/v1/public/pizzas?offset=10001")
+        if over != 400:
+            sys.exit(f"list bench: an offset above the maximum answered {over}, not 400")
     finally:
         stop(proc)
+    print(f"bench:   peak RSS of the service: {rss / 1024:.1f} MiB", file=sys.stderr)
     driver = "postgres" if pg else "sqlite"
     with open(out_json, "w") as f:
-        json.dump({"driver": driver, "pizzas": pizzas, "binary": binary, "queries": results}, f, indent=2)
+        json.dump({"driver": driver, "pizzas": pizzas, "seed_seconds": seeded, "peak_rss_kib": rss,
+                   "queries": results}, f, indent=2)
 
 
 if __name__ == "__main__":

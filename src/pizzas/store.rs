@@ -90,34 +90,34 @@ pub fn owner(db: &impl Exec, id: i64) -> Result<Option<(i64, i64)>, DbError> {
 // their values on every run (read_many_replanned), the others prepared once.
 // A bare parameter as LIMIT makes SQLite plan the statement again on every
 // run (it folds the value into the plan); an expression does not, hence CAST.
+//
+// Each page statement has a seek twin with the same FROM and WHERE: the ID
+// of the pizza `offset` matches after the cursor, read from the index alone
+// (no row is built for a skipped pizza), so an offset becomes a cursor and
+// the page itself reads only its own rows. Same parameters, except that the
+// last one is the offset instead of the limit.
+macro_rules! page_and_seek {
+    ($page:ident, $seek:ident, $last:literal, sqlite: $sqlite:literal, $sqlite_id:literal, postgres: $postgres:literal) => {
+        const $page: Statement = Statement {
+            sqlite: concat!("SELECT ", pizza_columns!(sqlite), $sqlite, " LIMIT CAST($", $last, " AS INTEGER)"),
+            postgres: concat!("SELECT ", pizza_columns!(postgres), $postgres, " LIMIT $", $last),
+        };
+        const $seek: Statement = Statement {
+            sqlite: concat!("SELECT ", $sqlite_id, $sqlite, " LIMIT 1 OFFSET CAST($", $last, " AS INTEGER)"),
+            postgres: concat!("SELECT id", $postgres, " LIMIT 1 OFFSET $", $last),
+        };
+    };
+}
 
-const LIST_ALL: Statement = Statement {
-    sqlite: concat!(
-        "SELECT ",
-        pizza_columns!(sqlite),
-        " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ",
-        "ORDER BY id LIMIT CAST($2 AS INTEGER) OFFSET CAST($3 AS INTEGER)"
-    ),
-    postgres: concat!(
-        "SELECT ",
-        pizza_columns!(postgres),
-        " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2 OFFSET $3"
-    ),
-};
+page_and_seek!(LIST_ALL, SEEK_ALL, 2,
+    sqlite: " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id", "id",
+    postgres: " FROM pizzas WHERE deleted_at IS NULL AND id > $1 ORDER BY id"
+);
 
-const LIST_BY_OWNER: Statement = Statement {
-    sqlite: concat!(
-        "SELECT ",
-        pizza_columns!(sqlite),
-        " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ",
-        "ORDER BY id LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)"
-    ),
-    postgres: concat!(
-        "SELECT ",
-        pizza_columns!(postgres),
-        " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
-    ),
-};
+page_and_seek!(LIST_BY_OWNER, SEEK_BY_OWNER, 3,
+    sqlite: " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id", "id",
+    postgres: " FROM pizzas WHERE created_by = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id"
+);
 
 // The name filter through the trigram index. SQLite: the FTS5 table
 // (sql/sqlite/0004_list_indexes.sql) yields candidate IDs in order from the
@@ -125,42 +125,24 @@ const LIST_BY_OWNER: Statement = Statement {
 // instr then keeps exactly the names holding the filter. PostgreSQL: LIKE
 // with the filter's `\`, `%` and `_` escaped is the same literal substring
 // test, and pg_trgm's GIN index serves it.
-macro_rules! list_named {
-    ($owner_sqlite:literal, $owner_postgres:literal, $rest_sqlite:literal, $rest_postgres:literal) => {
-        Statement {
-            sqlite: concat!(
-                "SELECT ",
-                pizza_columns!(sqlite),
-                " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid ",
-                "WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' ",
-                "AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 ",
-                "AND pizzas.deleted_at IS NULL",
-                $owner_sqlite,
-                " ORDER BY pizza_name_trigrams.rowid ",
-                $rest_sqlite
-            ),
-            postgres: concat!(
-                "SELECT ",
-                pizza_columns!(postgres),
-                " FROM pizzas WHERE name_folded LIKE ",
-                "'%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' ",
-                "AND deleted_at IS NULL AND id > $2",
-                $owner_postgres,
-                " ORDER BY id ",
-                $rest_postgres
-            ),
-        }
-    };
-}
+page_and_seek!(LIST_NAMED, SEEK_NAMED, 3,
+    sqlite: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
+             WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' \
+             AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 \
+             AND pizzas.deleted_at IS NULL ORDER BY pizza_name_trigrams.rowid", "pizzas.id",
+    postgres: " FROM pizzas WHERE name_folded LIKE \
+               '%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' \
+               AND deleted_at IS NULL AND id > $2 ORDER BY id"
+);
 
-const LIST_NAMED: Statement =
-    list_named!("", "", "LIMIT CAST($3 AS INTEGER) OFFSET CAST($4 AS INTEGER)", "LIMIT $3 OFFSET $4");
-
-const LIST_NAMED_BY_OWNER: Statement = list_named!(
-    " AND pizzas.created_by = $3",
-    " AND created_by = $3",
-    "LIMIT CAST($4 AS INTEGER) OFFSET CAST($5 AS INTEGER)",
-    "LIMIT $4 OFFSET $5"
+page_and_seek!(LIST_NAMED_BY_OWNER, SEEK_NAMED_BY_OWNER, 4,
+    sqlite: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
+             WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' \
+             AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 \
+             AND pizzas.deleted_at IS NULL AND pizzas.created_by = $3 ORDER BY pizza_name_trigrams.rowid", "pizzas.id",
+    postgres: " FROM pizzas WHERE name_folded LIKE \
+               '%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' \
+               AND deleted_at IS NULL AND id > $2 AND created_by = $3 ORDER BY id"
 );
 
 // A name filter the trigram index cannot serve (see
@@ -217,7 +199,7 @@ const SCAN_END_BY_OWNER: Statement = Statement {
 /// How many live pizzas (after the cursor, and of the owner when
 /// `created_by` is given) one request with a name filter the index cannot
 /// serve examines at most.
-pub const SCAN_WINDOW: i64 = 10_000;
+pub const SCAN_WINDOW: i64 = 5_000;
 
 /// One page of the list and where the next one starts.
 #[derive(Debug)]
@@ -247,10 +229,14 @@ pub fn list_statements() -> Vec<ListStatement> {
     let one =
         |name, statement, params: Vec<Value<'static>>, replanned| ListStatement { name, statement, params, replanned };
     vec![
-        one("all", LIST_ALL, vec![0.into(), 100.into(), 0.into()], false),
-        one("by owner", LIST_BY_OWNER, vec![owner, 0.into(), 100.into(), 0.into()], true),
-        one("named", LIST_NAMED, vec![name, 0.into(), 100.into(), 0.into()], true),
-        one("named by owner", LIST_NAMED_BY_OWNER, vec![name, 0.into(), owner, 100.into(), 0.into()], true),
+        one("all", LIST_ALL, vec![0.into(), 100.into()], false),
+        one("all: seek", SEEK_ALL, vec![0.into(), 9000.into()], false),
+        one("by owner", LIST_BY_OWNER, vec![owner, 0.into(), 100.into()], true),
+        one("by owner: seek", SEEK_BY_OWNER, vec![owner, 0.into(), 9000.into()], true),
+        one("named", LIST_NAMED, vec![name, 0.into(), 100.into()], true),
+        one("named: seek", SEEK_NAMED, vec![name, 0.into(), 9000.into()], true),
+        one("named by owner", LIST_NAMED_BY_OWNER, vec![name, 0.into(), owner, 100.into()], true),
+        one("named by owner: seek", SEEK_NAMED_BY_OWNER, vec![name, 0.into(), owner, 9000.into()], true),
         one("scanned", LIST_SCANNED, vec![0.into(), window, short, 100.into()], false),
         one("scanned by owner", LIST_SCANNED_BY_OWNER, vec![owner, 0.into(), window, short, 100.into()], true),
         one("scan end", SCAN_END, vec![0.into(), window], false),
@@ -258,19 +244,25 @@ pub fn list_statements() -> Vec<ListStatement> {
     ]
 }
 
-/// One page of pizzas matching `query`, by ID, from its cursor.
+/// One page of pizzas matching `query`, by ID, from its cursor; an offset
+/// is first turned into a cursor by the page statement's seek twin.
 pub fn list(db: &impl Exec, query: &ListQuery) -> Result<Page, DbError> {
-    let (limit, after, offset) = (query.limit.into(), query.after.into(), query.offset.into());
+    let after = match query.offset {
+        0 => query.after,
+        offset => match seek(db, query, offset)? {
+            Some(id) => id - 1,
+            None => return Ok(Page { pizzas: Vec::new(), next_after: None }),
+        },
+    };
+    let (limit, after) = (query.limit.into(), after.into());
     let pizzas = match (query.name.as_deref(), query.created_by) {
-        (None, None) => db.read_many(&LIST_ALL, &[after, limit, offset], from_row)?,
-        (None, Some(owner)) => {
-            db.read_many_replanned(&LIST_BY_OWNER, &[owner.into(), after, limit, offset], from_row)?
-        }
+        (None, None) => db.read_many(&LIST_ALL, &[after, limit], from_row)?,
+        (None, Some(owner)) => db.read_many_replanned(&LIST_BY_OWNER, &[owner.into(), after, limit], from_row)?,
         (Some(name), None) if query.name_is_indexed() => {
-            db.read_many_replanned(&LIST_NAMED, &[name.into(), after, limit, offset], from_row)?
+            db.read_many_replanned(&LIST_NAMED, &[name.into(), after, limit], from_row)?
         }
         (Some(name), Some(owner)) if query.name_is_indexed() => {
-            db.read_many_replanned(&LIST_NAMED_BY_OWNER, &[name.into(), after, owner.into(), limit, offset], from_row)?
+            db.read_many_replanned(&LIST_NAMED_BY_OWNER, &[name.into(), after, owner.into(), limit], from_row)?
         }
         (Some(name), None) => {
             db.read_many(&LIST_SCANNED, &[after, SCAN_WINDOW.into(), name.into(), limit], from_row)?
@@ -287,6 +279,23 @@ pub fn list(db: &impl Exec, query: &ListQuery) -> Result<Page, DbError> {
         _ => None,
     };
     Ok(Page { pizzas, next_after })
+}
+
+/// The ID of the pizza `offset` places after the cursor (0-based), if there
+/// is one. A name filter the index cannot serve takes no offset (the handler
+/// refuses one).
+fn seek(db: &impl Exec, query: &ListQuery, offset: i64) -> Result<Option<i64>, DbError> {
+    let (after, offset) = (query.after.into(), offset.into());
+    let id = |row: &Row<'_>| row.int(0);
+    let found = match (query.name.as_deref(), query.created_by) {
+        (None, None) => db.read_one(&SEEK_ALL, &[after, offset], id)?,
+        (None, Some(owner)) => db.read_many_replanned(&SEEK_BY_OWNER, &[owner.into(), after, offset], id)?.pop(),
+        (Some(name), None) => db.read_many_replanned(&SEEK_NAMED, &[name.into(), after, offset], id)?.pop(),
+        (Some(name), Some(owner)) => {
+            db.read_many_replanned(&SEEK_NAMED_BY_OWNER, &[name.into(), after, owner.into(), offset], id)?.pop()
+        }
+    };
+    Ok(found)
 }
 
 /// The last ID a bounded scan examined, if its window was full (there may
@@ -448,7 +457,7 @@ mod tests {
         let mut stmt = conn.prepare(LIST_ALL.sqlite).unwrap();
 
         for limit in [10, 20, 10] {
-            let mut rows = stmt.query((0, limit, 0)).unwrap();
+            let mut rows = stmt.query((0, limit)).unwrap();
             while rows.next().unwrap().is_some() {}
         }
 
@@ -521,7 +530,7 @@ mod tests {
         .unwrap();
         let find = |filter: &str| -> Vec<i64> {
             let mut stmt = conn.prepare(LIST_NAMED.sqlite).unwrap();
-            let params: [Value<'_>; 4] = [filter.into(), 0.into(), 100.into(), 0.into()];
+            let params: [Value<'_>; 3] = [filter.into(), 0.into(), 100.into()];
             stmt.query_map(rusqlite::params_from_iter(params), |row| row.get(0)).unwrap().map(Result::unwrap).collect()
         };
 
