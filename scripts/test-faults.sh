@@ -109,8 +109,7 @@
 #     200 (each within 60 s + 10 s); afterwards oauth_clients holds exactly
 #     admin-client (bootstrap), dev-client and user-client (dev seed) once
 #     each, users 2 rows, pizzas 3.
-# 11. bcrypt-flood (SQLite; on PostgreSQL the reader misses the bound, see
-#     the README's Reliability section). BCRYPT_COST=10. One token for
+# 11. bcrypt-flood (SQLite and PostgreSQL). BCRYPT_COST=10. One token for
 #     dev-client warms the credential cache; a reader process (monitor.py,
 #     keep-alive) GETs /api/v1/public/pizzas/1 every 5 ms; after 1 s, a flood
 #     process (flood.py) keeps 64 keep-alive connections sending token

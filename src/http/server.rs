@@ -303,7 +303,7 @@ fn to_request(rq: &mut tiny_http::Request) -> Request {
 /// are dropped (and logged) rather than sent broken.
 fn to_tiny(response: Response) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
     let content_type = response.content_type();
-    let Response { status, headers, body, .. } = response;
+    let Response { status, headers, body, delay, .. } = response;
     let length = body.len();
     let mut tiny =
         tiny_http::Response::new(tiny_http::StatusCode(status), Vec::new(), io::Cursor::new(body), Some(length), None)
@@ -316,7 +316,10 @@ fn to_tiny(response: Response) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
             Err(()) => log::error!("dropped response header {name}: value is not valid in HTTP"),
         }
     }
-    tiny
+    match delay {
+        Some(delay) => tiny.with_delay(delay),
+        None => tiny,
+    }
 }
 
 /// Answers, on the connection's own thread, what needs no worker (see

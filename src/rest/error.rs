@@ -2,11 +2,22 @@
 //! becomes a status code and a JSON body.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::Response;
 use crate::db::DbError;
+
+/// How late the token and revocation endpoints send a refusal that checked
+/// nothing: 429 for a locked client ID, 503 when every bcrypt slot is busy.
+/// Such answers cost no bcrypt and no query, but a flood answered at once
+/// still gets tens of thousands of them a second, enough to crowd both cores
+/// (and the database's processes) out of the reads beside it; held back
+/// this long, each connection of the flood gets one answer a second (the
+/// 503's `Retry-After: 1` asks a client to wait that long anyway). No worker
+/// waits for it (see `Response::delayed`).
+pub const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 /// A failed request. Handlers return `Result<Response, ApiError>` and use `?`;
 /// only [`ApiError::into_response`] turns the error into what the client sees.
@@ -111,7 +122,7 @@ impl ApiError {
                     .with_header("Pragma", "no-cache");
                 match status {
                     401 if basic_challenge => response.with_header("WWW-Authenticate", r#"Basic realm="pizza-api""#),
-                    503 => response.with_header("Retry-After", "1"),
+                    503 => response.with_header("Retry-After", "1").delayed(REFUSAL_DELAY),
                     _ => response,
                 }
             }
@@ -126,7 +137,8 @@ impl ApiError {
             )
             .with_header("Cache-Control", "no-store")
             .with_header("Pragma", "no-cache")
-            .with_header("Retry-After", retry_after_seconds.to_string()),
+            .with_header("Retry-After", retry_after_seconds.to_string())
+            .delayed(REFUSAL_DELAY),
             ApiError::Conflict(cause) => {
                 log::warn!("answering 409: {cause}");
                 Response::json(

@@ -36,6 +36,18 @@ pub(crate) struct Context {
     body_bytes: AtomicUsize,
     /// The server is stopping: finish the requests being read, take no more.
     draining: AtomicBool,
+    /// Responses to send later (`Response::with_delay`) and whether the timer
+    /// thread that sends them runs.
+    delayed: Mutex<Delayed>,
+    delayed_changed: Condvar,
+}
+
+/// Responses waiting for their time, at most one per connection (the next
+/// request of a connection waits for its previous response).
+#[derive(Default)]
+struct Delayed {
+    due: Vec<(Instant, Arc<Shared>, Vec<u8>, bool)>,
+    timer_running: bool,
 }
 
 impl Context {
@@ -53,6 +65,8 @@ impl Context {
             fast_path,
             body_bytes: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            delayed: Mutex::new(Delayed::default()),
+            delayed_changed: Condvar::new(),
         }
     }
 
@@ -61,6 +75,8 @@ impl Context {
     pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.registry.close_idle();
+        // Delayed responses go out now.
+        self.delayed_changed.notify_all();
     }
 
     fn draining(&self) -> bool {
@@ -311,6 +327,73 @@ impl Shared {
     fn fail(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
         self.finish(true);
+    }
+
+    /// Like [`Shared::send_response`], `delay` from now, without blocking the
+    /// caller (see `Response::with_delay`). Sent at once when the bytes do not
+    /// fit the buffered-bytes budget, or when the timer thread cannot start.
+    pub(crate) fn send_response_later(self: &Arc<Self>, bytes: Vec<u8>, close: bool, delay: Duration) {
+        let ctx = &self.ctx;
+        if ctx.draining() || !ctx.reserve_body(bytes.len()) {
+            let _ = self.send_response(bytes, close);
+            return;
+        }
+        let mut delayed = lock(&ctx.delayed);
+        delayed.due.push((Instant::now() + delay, Arc::clone(self), bytes, close));
+        if delayed.timer_running {
+            ctx.delayed_changed.notify_all();
+            return;
+        }
+        let timer_ctx = Arc::clone(ctx);
+        let spawned = thread::Builder::new()
+            .name("http-delayed".into())
+            .stack_size(64 * 1024)
+            .spawn(move || send_delayed(&timer_ctx));
+        match spawned {
+            Ok(_) => delayed.timer_running = true,
+            Err(_) => {
+                let (_, shared, bytes, close) = delayed.due.pop().expect("just pushed");
+                drop(delayed);
+                ctx.release_body(bytes.len());
+                let _ = shared.send_response(bytes, close);
+            }
+        }
+    }
+}
+
+/// The timer thread of delayed responses: sends each when due (all of them
+/// at once when the server stops) and ends when none is left.
+fn send_delayed(ctx: &Arc<Context>) {
+    let mut delayed = lock(&ctx.delayed);
+    loop {
+        let now = Instant::now();
+        let draining = ctx.draining();
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < delayed.due.len() {
+            if draining || delayed.due[i].0 <= now {
+                ready.push(delayed.due.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if !ready.is_empty() {
+            drop(delayed);
+            for (_, shared, bytes, close) in ready {
+                ctx.release_body(bytes.len());
+                let _ = shared.send_response(bytes, close);
+            }
+            delayed = lock(&ctx.delayed);
+            continue;
+        }
+        let Some(next) = delayed.due.iter().map(|entry| entry.0).min() else {
+            delayed.timer_running = false;
+            return;
+        };
+        let wait = next.saturating_duration_since(now);
+        delayed = ctx.delayed_changed.wait_timeout(delayed, wait).map(|(guard, _)| guard).unwrap_or_else(|poisoned| {
+            poisoned.into_inner().0
+        });
     }
 }
 

@@ -170,6 +170,7 @@ impl Request {
         } else {
             None
         });
+        let delay = response.delay();
         let mut bytes = Vec::with_capacity(256 + response.data_length().unwrap_or(0));
         let result = response.raw_print(
             &mut bytes,
@@ -179,7 +180,13 @@ impl Request {
             None,
         );
         match result {
-            Ok(()) => Self::ignore_client_closing_errors(connection.send_response(bytes, close)),
+            Ok(()) => match delay {
+                Some(delay) => {
+                    connection.send_response_later(bytes, close, delay);
+                    Ok(())
+                }
+                None => Self::ignore_client_closing_errors(connection.send_response(bytes, close)),
+            },
             Err(err) => {
                 // The response's own reader failed: nothing usable to send.
                 connection.send_response(Vec::new(), true)?;

@@ -9,7 +9,7 @@ use std::io::{self, Cursor, Read, Write};
 use std::fs::File;
 
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Object representing an HTTP response whose purpose is to be given to a `Request`.
 ///
@@ -47,6 +47,8 @@ pub struct Response<R> {
     close_connection: bool,
     // (pizza-api patch) the `Connection` header to write, chosen when responding
     connection_header: Option<&'static str>,
+    // (pizza-api patch) send no sooner than this after `respond` (`with_delay`)
+    delay: Option<Duration>,
 }
 
 /// A `Response` without a template parameter.
@@ -228,6 +230,7 @@ where
             chunked_threshold: None,
             close_connection: false,
             connection_header: None,
+            delay: None,
         };
 
         for h in headers {
@@ -324,6 +327,23 @@ where
         self.connection_header = value;
     }
 
+    /// (pizza-api patch) The same response, sent no sooner than `delay`
+    /// after `Request::respond`, which returns at once: the listener keeps
+    /// the bytes (they count against `max_buffered_body_bytes`; past it the
+    /// response goes out at once) and one timer thread sends them when due,
+    /// or at once when the server stops. The connection reads no further
+    /// request meanwhile, so a client that waits for each answer before
+    /// asking again (a keep-alive flood) is slowed down without holding the
+    /// worker that answered it.
+    pub fn with_delay(mut self, delay: Duration) -> Response<R> {
+        self.delay = Some(delay);
+        self
+    }
+
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        self.delay
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a
@@ -360,6 +380,7 @@ where
             chunked_threshold: self.chunked_threshold,
             close_connection: self.close_connection,
             connection_header: self.connection_header,
+            delay: self.delay,
         }
     }
 
@@ -534,6 +555,7 @@ where
             chunked_threshold: self.chunked_threshold,
             close_connection: self.close_connection,
             connection_header: self.connection_header,
+            delay: self.delay,
         }
     }
 }
@@ -624,6 +646,7 @@ impl Clone for Response<io::Empty> {
             chunked_threshold: self.chunked_threshold,
             close_connection: self.close_connection,
             connection_header: self.connection_header,
+            delay: self.delay,
         }
     }
 }
