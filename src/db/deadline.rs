@@ -86,7 +86,16 @@ impl Watch {
         let Some(limit) = limit else { return Ok(Watch::off()) };
         const ADDRESSES: &str = "SELECT host(inet_client_addr()), inet_client_port()::text, \
                                  host(inet_server_addr()), inet_server_port()::text";
-        let row = client.simple_query(ADDRESSES)?.into_iter().find_map(|message| match message {
+        let rows = match client.simple_query(ADDRESSES) {
+            Ok(rows) => rows,
+            // The server answered, but not this: run without a watch rather
+            // than refuse a connection that works.
+            Err(err) if err.code().is_some() => {
+                return Ok(unwatched(&format!("the server did not report the connection's addresses ({err})")));
+            }
+            Err(err) => return Err(err),
+        };
+        let row = rows.into_iter().find_map(|message| match message {
             postgres::SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         });
@@ -94,19 +103,19 @@ impl Watch {
             let row = row.as_ref()?;
             Some(SocketAddr::new(row.get(ip)?.parse().ok()?, row.get(port)?.parse().ok()?))
         };
-        let fd = match (address(0, 1), address(2, 3)) {
-            (Some(ours), Some(theirs)) => find_socket(ours, theirs),
-            _ => None,
+        let found = match (address(0, 1), address(2, 3)) {
+            (Some(ours), Some(theirs)) => match find_socket(ours, theirs) {
+                Ok(Some(fd)) => Ok(fd),
+                Ok(None) => Err("no socket of this process has the addresses the server reports for the connection \
+                                 (a proxy or an address translation in between)"
+                    .to_owned()),
+                Err(err) => Err(format!("cannot list the files of this process: {err}")),
+            },
+            _ => Err("the server reports no TCP addresses for the connection (a Unix socket)".to_owned()),
         };
-        let Some(fd) = fd else {
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                log::warn!(
-                    "the socket of a PostgreSQL connection was not found in this process (a proxy or address \
-                     translation in between, or a Unix socket): statements have no client-side deadline, only the \
-                     server's statement_timeout"
-                );
-            }
-            return Ok(Watch::off());
+        let fd = match found {
+            Ok(fd) => fd,
+            Err(why) => return Ok(unwatched(&why)),
         };
         if !*WATCHDOG.get_or_init(start_watchdog) {
             return Ok(Watch::off());
@@ -158,6 +167,17 @@ impl Drop for Watch {
     }
 }
 
+/// No watch, because of `why` (logged once per process).
+fn unwatched(why: &str) -> Watch {
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "a PostgreSQL connection runs without a client-side deadline, only the server's statement_timeout: \
+             {why} (logged once)"
+        );
+    }
+    Watch::off()
+}
+
 /// Starts the watchdog thread; whether it runs.
 fn start_watchdog() -> bool {
     let started = thread::Builder::new().name("db-deadline".into()).spawn(|| {
@@ -203,12 +223,12 @@ fn cut_if_due(slot: &Slot, now: Instant) {
 
 /// The socket of this process whose local address is `ours` and whose peer
 /// is `theirs`: at most one can be (a TCP connection is named by that pair).
-fn find_socket(ours: SocketAddr, theirs: SocketAddr) -> Option<RawFd> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok()).find(|&fd| {
+fn find_socket(ours: SocketAddr, theirs: SocketAddr) -> std::io::Result<Option<RawFd>> {
+    let entries = std::fs::read_dir("/proc/self/fd")?;
+    Ok(entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok()).find(|&fd| {
         address(fd, Side::Local).map(canonical) == Some(canonical(ours))
             && address(fd, Side::Peer).map(canonical) == Some(canonical(theirs))
-    })
+    }))
 }
 
 #[derive(Clone, Copy)]
@@ -277,9 +297,9 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
 
-        let found = find_socket(client.local_addr().unwrap(), client.peer_addr().unwrap());
-        let reversed = find_socket(server.local_addr().unwrap(), server.peer_addr().unwrap());
-        let unknown = find_socket(client.local_addr().unwrap(), "127.0.0.1:1".parse().unwrap());
+        let found = find_socket(client.local_addr().unwrap(), client.peer_addr().unwrap()).unwrap();
+        let reversed = find_socket(server.local_addr().unwrap(), server.peer_addr().unwrap()).unwrap();
+        let unknown = find_socket(client.local_addr().unwrap(), "127.0.0.1:1".parse().unwrap()).unwrap();
 
         assert_eq!(found, Some(client.as_raw_fd()));
         assert_eq!(reversed, Some(server.as_raw_fd()), "each end is a socket of its own");
