@@ -82,16 +82,19 @@
 #     its children) SIGSTOPped for 10 s, at a moment when at least 4 of the
 #     load's requests are out (waited for at most 2 s), then SIGCONT (in a
 #     finally, and again in this script's trap). Requests out when the freeze
-#     begins or sent in its first 1.5 s (before the breaker opens) may take
-#     20 s instead of 5 (known limit: they wait for the resume), so their
+#     begins or sent in its first 1.5 s (before the breaker opens) wait for
+#     their statement's client-side deadline (DB_STATEMENT_TIMEOUT_MS, 5 s,
+#     + 1 s), longer than the load's 5 s, so they may take 20 s and their
 #     end is measured; from 1.5 s into the freeze until the resume a client
 #     also sends a request on a new connection every 10 ms (GET and POST in
 #     turn), as the load's threads may all be waiting. Asserts: /health 503
 #     within 1.5 s of the freeze and 200 within 2.0 s of the resume; every
 #     request that started more than 1.5 s after the freeze and before the
-#     resume is answered 503 within 100 ms (p99 and max reported); every
-#     request caught by the freeze (out at it, or sent in its first 1.5 s)
-#     ended within the freeze's length + 3 s of it.
+#     resume is answered 503 within 100 ms (p99 and max reported); at least
+#     one request was out at the freeze; every request caught by the freeze
+#     (out at it, or sent in its first 1.5 s) was answered within the
+#     deadline, its watchdog's tick (0.1 s) and 0.9 s of slack: 7.0 s, well
+#     before the resume. Reports pizza_api_db_statements_cut_total.
 #  7. pg-restart (PostgreSQL). `pg_ctl restart -m fast` once. Asserts: a
 #     create answered 201 within 2.0 s after the command returned.
 #  8. kill-9 (SQLite, PostgreSQL). 3 rounds on one database: 8 threads

@@ -19,6 +19,9 @@ const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 pub static HTTP_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 /// Waits for a pool connection that ended in a timeout (every pool).
 pub static POOL_WAIT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// PostgreSQL statements cut off at their client-side deadline (the server
+/// did not answer, not even with its own statement timeout).
+pub static DB_STATEMENTS_CUT: AtomicU64 = AtomicU64::new(0);
 /// bcrypt hashes or checks running right now.
 pub static BCRYPT_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 /// Token requests refused because every bcrypt slot was busy.

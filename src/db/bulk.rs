@@ -24,7 +24,7 @@ use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
-use super::exec::TxInner;
+use super::exec::{TxInner, pg_finish, timed};
 use super::{Breaker, Db, DbError, Exec, FileId, PgConn, SqliteDb, Statement, Tx, Value, acquire, describe};
 use crate::clock;
 
@@ -234,19 +234,19 @@ impl Db {
             }
             Db::Postgres(pool) => {
                 let mut conn = acquire(pool, pool.connection_timeout(), Breaker::Ignore)?;
-                let PgConn { client, prepared, .. } = &mut *conn;
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()?;
-                let tx = Tx(RefCell::new(TxInner::Postgres { tx, prepared }));
-                tx.run_script(&NO_STATEMENT_TIMEOUT)?;
-                let out = work(&tx)?;
-                if let TxInner::Postgres { tx, .. } = tx.0.into_inner() {
-                    tx.commit()?;
-                }
-                Ok(out)
+                let PgConn { client, prepared, watch, .. } = &mut *conn;
+                let watch = Some(&*watch);
+                let tx = timed(watch, move || {
+                    client
+                        .build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                })?;
+                let tx = Tx(RefCell::new(TxInner::Postgres { tx, prepared, watch }));
+                tx.without_statement_timeout()?;
+                let out = work(&tx);
+                pg_finish(tx, out)
             }
         }
     }
@@ -438,8 +438,13 @@ impl Tx<'_> {
 
     /// No time limit on the statements of this transaction (PostgreSQL's
     /// `statement_timeout`, which a copy of a large table would exceed).
+    /// Its connection's client-side deadline is off too, for the same reason.
     pub fn without_statement_timeout(&self) -> Result<(), DbError> {
-        self.run_script(&NO_STATEMENT_TIMEOUT)
+        self.run_script(&NO_STATEMENT_TIMEOUT)?;
+        if let TxInner::Postgres { watch, .. } = &mut *self.0.borrow_mut() {
+            *watch = None;
+        }
+        Ok(())
     }
 
     /// Whether this transaction runs on PostgreSQL.

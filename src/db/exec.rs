@@ -14,6 +14,7 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 
+use super::deadline::Watch;
 use super::{Breaker, Db, DbError, PgConn, acquire, pg_repeatable};
 use crate::clock;
 
@@ -329,16 +330,39 @@ impl Db {
             Db::Sqlite(sqlite) => sqlite.write(|conn| work(&Tx(RefCell::new(TxInner::Sqlite(conn))))),
             Db::Postgres(pool) => {
                 let mut conn = acquire(pool, pool.connection_timeout(), Breaker::Respect)?;
-                let PgConn { client, prepared, .. } = &mut *conn;
-                let tx = Tx(RefCell::new(TxInner::Postgres { tx: client.transaction()?, prepared }));
-                let out = work(&tx)?;
-                match tx.0.into_inner() {
-                    TxInner::Postgres { tx, .. } => tx.commit()?,
-                    TxInner::Sqlite(_) => {}
-                }
-                Ok(out)
+                let PgConn { client, prepared, watch, .. } = &mut *conn;
+                let watch = Some(&*watch);
+                let tx = timed(watch, move || client.transaction())?;
+                let tx = Tx(RefCell::new(TxInner::Postgres { tx, prepared, watch }));
+                let out = work(&tx);
+                pg_finish(tx, out)
             }
         }
+    }
+}
+
+/// Commits a PostgreSQL transaction when `out` is a success, else rolls it
+/// back (explicitly: the driver's rollback on drop would have no deadline).
+pub(super) fn pg_finish<T>(tx: Tx<'_>, out: Result<T, DbError>) -> Result<T, DbError> {
+    let TxInner::Postgres { tx, watch, .. } = tx.0.into_inner() else { return out };
+    match out {
+        Ok(value) => timed(watch, || tx.commit()).map(|()| value),
+        Err(err) => {
+            // The cause of the failure is `err`; a failed rollback ends the
+            // connection, which the pool then drops.
+            let _ = timed(watch, || tx.rollback());
+            Err(err)
+        }
+    }
+}
+
+/// Runs one step of a statement in a transaction under its connection's
+/// deadline (see [`super::deadline`]); `watch` is `None` once the
+/// transaction has switched its statement timeout off.
+pub(super) fn timed<T>(watch: Option<&Watch>, step: impl FnOnce() -> Result<T, postgres::Error>) -> Result<T, DbError> {
+    match watch {
+        Some(watch) => watch.run(step).map_err(|err| watch.error(err)),
+        None => Ok(step()?),
     }
 }
 
@@ -347,7 +371,12 @@ pub struct Tx<'c>(pub(super) RefCell<TxInner<'c>>);
 
 pub(super) enum TxInner<'c> {
     Sqlite(&'c rusqlite::Connection),
-    Postgres { tx: postgres::Transaction<'c>, prepared: &'c mut HashMap<&'static str, postgres::Statement> },
+    Postgres {
+        tx: postgres::Transaction<'c>,
+        prepared: &'c mut HashMap<&'static str, postgres::Statement>,
+        /// The connection's deadline, or `None` once the statement timeout is off.
+        watch: Option<&'c Watch>,
+    },
 }
 
 impl Tx<'_> {
@@ -376,20 +405,22 @@ impl Tx<'_> {
     pub fn run_script(&self, st: &Statement) -> Result<(), DbError> {
         match &mut *self.0.borrow_mut() {
             TxInner::Sqlite(conn) => Ok(conn.execute_batch(st.sqlite)?),
-            TxInner::Postgres { tx, .. } => Ok(tx.batch_execute(st.postgres)?),
+            TxInner::Postgres { tx, watch, .. } => timed(*watch, || tx.batch_execute(st.postgres)),
         }
     }
 
     fn pg_statement(
         tx: &mut postgres::Transaction<'_>,
         prepared: &mut HashMap<&'static str, postgres::Statement>,
+        watch: Option<&Watch>,
         sql: &'static str,
         params: &[Value<'_>],
     ) -> Result<postgres::Statement, DbError> {
         if let Some(statement) = prepared.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = tx.prepare_typed(sql, &pg_types(params))?;
+        let types = pg_types(params);
+        let statement = timed(watch, || tx.prepare_typed(sql, &types))?;
         prepared.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -406,12 +437,14 @@ impl Exec for Tx<'_> {
     ) -> Result<Vec<T>, DbError> {
         match &mut *self.0.borrow_mut() {
             TxInner::Sqlite(conn) => sqlite_rows(conn, st.sqlite, params, &mut map),
-            TxInner::Postgres { tx, .. } if access == Access::ReadReplanned => {
-                pg_rows(&tx.query_typed(st.postgres, &pg_typed_params(params))?, &mut map)
+            TxInner::Postgres { tx, watch, .. } if access == Access::ReadReplanned => {
+                let params = pg_typed_params(params);
+                pg_rows(&timed(*watch, || tx.query_typed(st.postgres, &params))?, &mut map)
             }
-            TxInner::Postgres { tx, prepared } => {
-                let statement = Tx::pg_statement(tx, prepared, st.postgres, params)?;
-                pg_rows(&tx.query(&statement, &pg_params(params))?, &mut map)
+            TxInner::Postgres { tx, prepared, watch } => {
+                let statement = Tx::pg_statement(tx, prepared, *watch, st.postgres, params)?;
+                let params = pg_params(params);
+                pg_rows(&timed(*watch, || tx.query(&statement, &params))?, &mut map)
             }
         }
     }
@@ -419,9 +452,10 @@ impl Exec for Tx<'_> {
     fn execute(&self, st: &Statement, params: &[Value<'_>]) -> Result<u64, DbError> {
         match &mut *self.0.borrow_mut() {
             TxInner::Sqlite(conn) => sqlite_execute(conn, st.sqlite, params),
-            TxInner::Postgres { tx, prepared } => {
-                let statement = Tx::pg_statement(tx, prepared, st.postgres, params)?;
-                Ok(tx.execute(&statement, &pg_params(params))?)
+            TxInner::Postgres { tx, prepared, watch } => {
+                let statement = Tx::pg_statement(tx, prepared, *watch, st.postgres, params)?;
+                let params = pg_params(params);
+                timed(*watch, || tx.execute(&statement, &params))
             }
         }
     }

@@ -5,6 +5,7 @@
 //! as its pair of dialect texts, beside the function that runs it.
 
 pub mod bulk;
+pub mod deadline;
 pub mod exec;
 pub mod health;
 pub mod migrate;
@@ -78,6 +79,15 @@ pub struct PgConn {
     /// connection due to administrator command", or a lost socket), even if
     /// the driver has not noticed the socket closing yet.
     broken: bool,
+    /// The client-side deadline of its statements.
+    watch: deadline::Watch,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Before `client` closes the socket the watch names.
+        self.watch.release();
+    }
 }
 
 impl PgConn {
@@ -85,7 +95,8 @@ impl PgConn {
         if let Some(prepared) = self.prepared.get(sql) {
             return Ok(prepared.clone());
         }
-        let prepared = self.client.prepare_typed(sql, &exec::pg_types(params))?;
+        let types = exec::pg_types(params);
+        let prepared = self.watch.run(|| self.client.prepare_typed(sql, &types)).map_err(|err| self.note(err))?;
         self.prepared.insert(sql, prepared.clone());
         Ok(prepared)
     }
@@ -93,19 +104,22 @@ impl PgConn {
     /// Runs `sql` and returns its rows.
     fn run(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<Vec<postgres::Row>, DbError> {
         let prepared = self.statement(sql, params)?;
-        self.client.query(&prepared, &exec::pg_params(params)).map_err(|err| self.forget(sql, err))
+        let params = exec::pg_params(params);
+        self.watch.run(|| self.client.query(&prepared, &params)).map_err(|err| self.forget(sql, err))
     }
 
     /// Runs `sql` as an unnamed statement, planned for these `params`
     /// (see [`exec::Access::ReadReplanned`]).
     fn run_replanned(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<Vec<postgres::Row>, DbError> {
-        self.client.query_typed(sql, &exec::pg_typed_params(params)).map_err(|err| self.note(err))
+        let params = exec::pg_typed_params(params);
+        self.watch.run(|| self.client.query_typed(sql, &params)).map_err(|err| self.note(err))
     }
 
     /// Runs `sql` and returns how many rows it changed.
     fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, DbError> {
         let prepared = self.statement(sql, params)?;
-        self.client.execute(&prepared, &exec::pg_params(params)).map_err(|err| self.forget(sql, err))
+        let params = exec::pg_params(params);
+        self.watch.run(|| self.client.execute(&prepared, &params)).map_err(|err| self.forget(sql, err))
     }
 
     /// A schema change can invalidate a prepared statement: prepare it
@@ -118,13 +132,13 @@ impl PgConn {
     /// Converts a driver error, remembering whether it ended the connection.
     fn note(&mut self, err: postgres::Error) -> DbError {
         let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
-        self.broken |= err.is_closed() || code.starts_with("08") || code.starts_with("57P0");
-        err.into()
+        self.broken |= err.is_closed() || code.starts_with("08") || code.starts_with("57P0") || self.watch.was_cut();
+        self.watch.error(err)
     }
 
     /// `SELECT 1`: whether the server answers on this connection.
     fn check(&mut self) -> Result<(), DbError> {
-        match self.client.simple_query("SELECT 1") {
+        match self.watch.run(|| self.client.simple_query("SELECT 1")) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.note(err)),
         }
@@ -132,7 +146,7 @@ impl PgConn {
 
     /// Whether the connection can no longer be used.
     fn is_dead(&self) -> bool {
-        self.broken || self.client.is_closed()
+        self.broken || self.client.is_closed() || self.watch.was_cut()
     }
 }
 
@@ -150,15 +164,18 @@ impl std::ops::DerefMut for PgConn {
 }
 
 /// Opens [`PgConn`]s: r2d2_postgres's manager (TLS by rustls, per
-/// `DB_SSLMODE`), plus a statement cache per connection.
-pub struct PgManager(PostgresConnectionManager<MakeRustlsConnect>);
+/// `DB_SSLMODE`), plus a statement cache and the client-side deadline of
+/// statements ([`deadline::limit`]) per connection.
+pub struct PgManager(PostgresConnectionManager<MakeRustlsConnect>, Option<Duration>);
 
 impl ManageConnection for PgManager {
     type Connection = PgConn;
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
-        Ok(PgConn { client: self.0.connect()?, prepared: HashMap::new(), broken: false })
+        let mut client = self.0.connect()?;
+        let watch = deadline::Watch::attach(&mut client, self.1)?;
+        Ok(PgConn { client, prepared: HashMap::new(), broken: false, watch })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
@@ -166,7 +183,7 @@ impl ManageConnection for PgManager {
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.broken || self.0.has_broken(&mut conn.client)
+        conn.broken || conn.watch.was_cut() || self.0.has_broken(&mut conn.client)
     }
 }
 
@@ -416,7 +433,9 @@ pub(crate) fn acquire<M: ManageConnection>(
 /// that connection turns out to be dead (the server restarted or cut it),
 /// up to once per connection the pool can hold: after a restart every idle
 /// connection is dead, and each fails at once. Only for work that is safe to
-/// repeat (reads): a write cut off mid-way might have committed.
+/// repeat (reads): a write cut off mid-way might have committed. A read
+/// cut off at its deadline is not repeated: the server did not answer, and
+/// another try would wait as long again.
 fn pg_repeatable<T>(
     pool: &PgPool,
     wait: Duration,
@@ -427,7 +446,7 @@ fn pg_repeatable<T>(
     for _ in 0..=pool.max_size() {
         let mut conn = acquire(pool, wait, breaker)?;
         match work(&mut conn) {
-            Err(err) if conn.is_dead() => last = Some(err),
+            Err(err) if conn.is_dead() && !conn.watch.was_cut() => last = Some(err),
             result => return result,
         }
     }
@@ -589,7 +608,7 @@ fn open_postgres(
             SslMode::Prefer => postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
         });
-    let manager = PgManager(PostgresConnectionManager::new(config, tls));
+    let manager = PgManager(PostgresConnectionManager::new(config, tls), deadline::limit(pool.statement_timeout));
     let mut first = manager.connect().map_err(|e| ConnectFailure::from_postgres(&e))?;
     first.simple_query("SELECT 1").map_err(|e| ConnectFailure::from_postgres(&e))?;
     drop(first);

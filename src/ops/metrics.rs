@@ -10,9 +10,9 @@ use crate::db::Db;
 use crate::db::health::DbHealth;
 use crate::metrics::{
     AUDIT_LINES_SUPPRESSED, BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES,
-    HTTP_IN_FLIGHT, Metrics, POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT, REVOKED_CLIENTS, REVOKED_TOKENS,
-    TOKEN_AUTH_FAILURES, TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge, header, resident_memory_bytes,
-    write_transport,
+    DB_STATEMENTS_CUT, HTTP_IN_FLIGHT, Metrics, POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT,
+    REVOKED_CLIENTS, REVOKED_TOKENS, TOKEN_AUTH_FAILURES, TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge,
+    header, resident_memory_bytes, write_transport,
 };
 use crate::rest::Response;
 
@@ -37,6 +37,11 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
             "pizza_api_db_pool_wait_timeouts_total",
             "Requests that waited for a database connection longer than DB_ACQUIRE_TIMEOUT_MS.",
             &POOL_WAIT_TIMEOUTS,
+        ),
+        (
+            "pizza_api_db_statements_cut_total",
+            "PostgreSQL statements cut off at DB_STATEMENT_TIMEOUT_MS + 1 s: the server did not answer at all.",
+            &DB_STATEMENTS_CUT,
         ),
         (
             "pizza_api_bcrypt_slots_exhausted_total",

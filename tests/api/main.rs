@@ -9,6 +9,7 @@ mod bearer;
 mod clients;
 mod corpus;
 mod credentials;
+mod deadline;
 mod docs;
 mod executor;
 mod health;
