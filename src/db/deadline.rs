@@ -223,11 +223,21 @@ fn cut_if_due(slot: &Slot, now: Instant) {
 
 /// The socket of this process whose local address is `ours` and whose peer
 /// is `theirs`: at most one can be (a TCP connection is named by that pair).
+/// Failing that, the one socket whose local address is `ours`, if only one
+/// is: behind an address translation of the server's side only (a
+/// Kubernetes Service's cluster IP), the server reports the pod's address
+/// as its own while this process sees the service's; our own address is
+/// still the one the server reports.
 fn find_socket(ours: SocketAddr, theirs: SocketAddr) -> std::io::Result<Option<RawFd>> {
     let entries = std::fs::read_dir("/proc/self/fd")?;
-    Ok(entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok()).find(|&fd| {
-        address(fd, Side::Local).map(canonical) == Some(canonical(ours))
-            && address(fd, Side::Peer).map(canonical) == Some(canonical(theirs))
+    let local: Vec<RawFd> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| address(fd, Side::Local).map(canonical) == Some(canonical(ours)))
+        .collect();
+    let exact = local.iter().copied().find(|&fd| address(fd, Side::Peer).map(canonical) == Some(canonical(theirs)));
+    Ok(exact.or(match local[..] {
+        [only] => Some(only),
+        _ => None,
     }))
 }
 
@@ -299,10 +309,12 @@ mod tests {
 
         let found = find_socket(client.local_addr().unwrap(), client.peer_addr().unwrap()).unwrap();
         let reversed = find_socket(server.local_addr().unwrap(), server.peer_addr().unwrap()).unwrap();
-        let unknown = find_socket(client.local_addr().unwrap(), "127.0.0.1:1".parse().unwrap()).unwrap();
+        let translated = find_socket(client.local_addr().unwrap(), "10.0.0.1:5432".parse().unwrap()).unwrap();
+        let unknown = find_socket("127.0.0.1:1".parse().unwrap(), client.peer_addr().unwrap()).unwrap();
 
         assert_eq!(found, Some(client.as_raw_fd()));
         assert_eq!(reversed, Some(server.as_raw_fd()), "each end is a socket of its own");
+        assert_eq!(translated, Some(client.as_raw_fd()), "the only socket with that local address");
         assert_eq!(unknown, None);
     }
 
