@@ -242,19 +242,26 @@ fn worker(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, acces
 }
 
 fn serve_until_stopped(server: &tiny_http::Server, state: &AppState, stop: &StopHandle, access: &AccessLog) {
+    // Routing, the handler, writing the answer and dropping the request are
+    // all covered: a panic anywhere costs this one request (answered 500
+    // when the request is dropped unanswered).
+    let serve = |rq| {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| handle(state, stop, access, rq))) {
+            log::error!("a request failed outside its handler: {}", panic_message(&*payload));
+        }
+    };
     loop {
         match server.recv_timeout(IDLE_POLL) {
-            Ok(Some(rq)) => {
-                // Routing, the handler, writing the answer and dropping the
-                // request are all covered: a panic anywhere costs this one
-                // request (answered 500 when the request is dropped unanswered).
-                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| handle(state, stop, access, rq))) {
-                    log::error!("a request failed outside its handler: {}", panic_message(&*payload));
-                }
-            }
-            // Stopping: leave once nothing is queued and no connection is
-            // still receiving a request it will hand on.
-            Ok(None) if stop.is_stopping() && server.requests_being_read() == 0 => return,
+            Ok(Some(rq)) => serve(rq),
+            // Stopping: leave once no connection is still receiving a
+            // request it will hand on and nothing is queued. A request is
+            // queued before it stops counting as received, so one that ended
+            // its reading after the wait above gave up is found by the
+            // second look at the queue.
+            Ok(None) if stop.is_stopping() && server.requests_being_read() == 0 => match server.try_recv() {
+                Ok(Some(rq)) => serve(rq),
+                _ => return,
+            },
             Ok(None) => {}
             // Once stopping, the accept loop failing is the shutdown we caused.
             Err(_) if stop.is_stopping() => {}
