@@ -21,6 +21,7 @@ mod oauth;
 mod operations;
 mod pizza_versions;
 mod pizzas;
+mod replicas;
 mod seed;
 mod startup;
 mod tls;
