@@ -123,6 +123,7 @@ fn anonymous_public_reads_reach_the_replica_and_token_holders_read_from_the_prim
         ),
     );
     let health = app.get("/health");
+    let documented = app.get("/openapi.json").json()["components"]["schemas"]["ReplicaHealth"].clone();
 
     assert!(anonymous.iter().all(|&s| s == 200), "{anonymous:?}");
     // A check that lands between a commit's arrival and its replay may see
@@ -137,6 +138,11 @@ fn anonymous_public_reads_reach_the_replica_and_token_holders_read_from_the_prim
     assert_eq!(entry["host"], replica.address.as_str());
     assert_eq!(entry["state"], "up");
     assert!(entry["lag_ms"].as_i64().is_some_and(|lag| lag >= 0), "{entry}");
+    let mut fields: Vec<&String> = entry.as_object().unwrap().keys().collect();
+    let mut described: Vec<&String> = documented["properties"].as_object().unwrap().keys().collect();
+    fields.sort();
+    described.sort();
+    assert_eq!(fields, described, "/health's replica entry and the OpenAPI document's ReplicaHealth differ");
 }
 
 #[test]
