@@ -168,11 +168,7 @@ impl Application {
         let probed = Arc::downgrade(&state);
         DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_CONNECTION_WAIT)))
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
-        let primary = Arc::downgrade(&state);
-        state
-            .replicas
-            .start_checks(move || Some(primary.upgrade()?.db.wal_position()))
-            .map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
+        state.replicas.start_checks().map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
         start_revocation_sync(Arc::downgrade(&state))
             .map_err(|cause| StartupError::Thread { name: "revocation sync", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::exec::{self, Access, Exec, Row, Statement, Value};
-use super::{Breaker, Db, DbError, PgManager, PgPool, build_pool, pg_config, pg_repeatable, tls};
+use super::{Db, DbError, PgConn, PgManager, PgPool, build_pool, pg_config, tls};
 use crate::config::{DatabaseConfig, PoolConfig};
 
 /// How often each replica is checked.
@@ -191,7 +191,7 @@ impl Replica {
         params: &[Value<'_>],
         map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
-        pg_repeatable(&self.pool, READ_CONNECTION_WAIT, Breaker::Ignore, |conn| {
+        repeatable(&self.pool, READ_CONNECTION_WAIT, |conn| {
             let rows = match access {
                 Access::ReadReplanned => conn.run_replanned(st.postgres, params)?,
                 Access::Read | Access::Write => conn.run(st.postgres, params)?,
@@ -214,7 +214,7 @@ impl Replica {
 
     /// Whether the replica is a standby, and how much WAL it has replayed.
     fn replay_position(&self) -> Result<(bool, Option<i64>), DbError> {
-        pg_repeatable(&self.pool, CHECK_CONNECTION_WAIT, Breaker::Ignore, |conn| {
+        repeatable(&self.pool, CHECK_CONNECTION_WAIT, |conn| {
             let rows = conn.run(REPLAY_POSITION, &[])?;
             let row = rows.first().ok_or_else(|| DbError::Query("the replay position query returned no row".into()))?;
             let standby: bool = row.try_get(0).map_err(|e| DbError::Query(e.to_string()))?;
@@ -314,6 +314,10 @@ pub struct Replicas {
     /// Public-read statements the primary answered.
     primary_queries: AtomicU64,
     max_lag: Duration,
+    /// The checks' own connection to the primary, for its WAL position: a
+    /// primary whose pool is busy with requests must not make the replicas
+    /// look behind (and send it their reads too).
+    primary: Option<Arc<PgPool>>,
 }
 
 impl Replicas {
@@ -327,6 +331,12 @@ impl Replicas {
         }
         let tls = tls::connector(pg.sslmode, pg.root_cert.as_deref()).map_err(DbError::Unavailable)?;
         let sizes = PoolConfig { acquire_timeout: POOL_TIMEOUT, ..pool.clone() };
+        let mut primary = pg_config(pg, pool);
+        primary.host(&pg.host).port(pg.port);
+        let primary = build_pool(
+            PgManager(PostgresConnectionManager::new(primary, tls.clone())),
+            &PoolConfig { max_open: 1, max_idle: 1, ..sizes.clone() },
+        );
         let list = pg
             .read_replicas
             .hosts
@@ -347,7 +357,13 @@ impl Replicas {
             })
             .collect();
         let max_lag = pg.read_replicas.max_lag;
-        Ok(Replicas { list, next: AtomicUsize::new(0), primary_queries: AtomicU64::new(0), max_lag })
+        Ok(Replicas {
+            list,
+            next: AtomicUsize::new(0),
+            primary_queries: AtomicU64::new(0),
+            max_lag,
+            primary: Some(Arc::new(primary)),
+        })
     }
 
     /// Whether there are none (every read goes to the primary, uncounted).
@@ -358,16 +374,12 @@ impl Replicas {
     /// Starts each replica's check: every [`CHECK_INTERVAL`] a check runs on
     /// a thread of its own and its outcome is recorded; one that does not
     /// come back within [`CHECK_TIMEOUT`] counts as down at once, and the
-    /// next is asked only when it returns. `primary` reads the end of the
-    /// primary's WAL ([`Db::wal_position`]), or returns `None` once the
-    /// service is stopping; the threads hold the replicas weakly and end
-    /// with them too.
-    pub fn start_checks(
-        &self,
-        primary: impl Fn() -> Option<Result<i64, DbError>> + Clone + Send + 'static,
-    ) -> std::io::Result<()> {
+    /// next is asked only when it returns. The threads hold the replicas
+    /// weakly and end once the service has dropped them.
+    pub fn start_checks(&self) -> std::io::Result<()> {
+        let Some(primary) = &self.primary else { return Ok(()) };
         for replica in &self.list {
-            start_check(Arc::downgrade(replica), primary.clone(), self.max_lag)?;
+            start_check(Arc::downgrade(replica), Arc::clone(primary), self.max_lag)?;
         }
         Ok(())
     }
@@ -390,11 +402,7 @@ impl Replicas {
     }
 }
 
-fn start_check(
-    replica: Weak<Replica>,
-    primary: impl Fn() -> Option<Result<i64, DbError>> + Send + 'static,
-    max_lag: Duration,
-) -> std::io::Result<()> {
+fn start_check(replica: Weak<Replica>, primary: Arc<PgPool>, max_lag: Duration) -> std::io::Result<()> {
     let (ask, asked) = mpsc::channel::<()>();
     let (answer, answers) = mpsc::channel::<Result<Checked, String>>();
     let checked = replica.clone();
@@ -403,9 +411,9 @@ fn start_check(
     thread::Builder::new().name("db-replica-check".into()).spawn(move || {
         let mut earlier = VecDeque::with_capacity(keep);
         for () in asked {
-            let started = Instant::now();
-            let Some(position) = primary() else { return };
             let Some(replica) = checked.upgrade() else { return };
+            let started = Instant::now();
+            let position = primary_position(&primary);
             let target = position.as_ref().ok().copied();
             let result = replica.measure(position, started, &earlier, max_lag);
             drop(replica);
@@ -449,20 +457,38 @@ fn start_check(
     Ok(())
 }
 
-impl Db {
-    /// The end of the primary's write-ahead log, in bytes, for the read
-    /// replicas' checks (PostgreSQL only).
-    pub fn wal_position(&self) -> Result<i64, DbError> {
-        match self {
-            Db::Postgres(pool) => pg_repeatable(pool, CHECK_CONNECTION_WAIT, Breaker::Ignore, |conn| {
-                let rows = conn.run(PRIMARY_POSITION, &[])?;
-                let row =
-                    rows.first().ok_or_else(|| DbError::Query("the WAL position query returned no row".into()))?;
-                row.try_get(0).map_err(|e| DbError::Query(e.to_string()))
-            }),
-            Db::Sqlite(_) => Err(DbError::Query("SQLite has no read replicas".into())),
+/// Runs `work` on a connection of `pool` (a replica's, or the checks' own
+/// connection to the primary), waiting at most `wait` for one, and again on
+/// another when that one turns out dead (the server restarted). Like the
+/// primary's `pg_repeatable`, except that a wait that times out is not one
+/// of the request waits `pizza_api_db_pool_wait_timeouts_total` counts (a
+/// stopped replica would add one every second), and no circuit breaker
+/// applies.
+fn repeatable<T>(
+    pool: &PgPool,
+    wait: Duration,
+    mut work: impl FnMut(&mut PgConn) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut last = None;
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool
+            .get_timeout(wait)
+            .map_err(|err| DbError::Unavailable(format!("no connection within {} ms: {err}", wait.as_millis())))?;
+        match work(&mut conn) {
+            Err(err) if conn.is_dead() => last = Some(err),
+            result => return result,
         }
     }
+    Err(last.unwrap_or_else(|| DbError::Unavailable("every connection was lost".into())))
+}
+
+/// The end of the primary's write-ahead log, in bytes.
+fn primary_position(primary: &PgPool) -> Result<i64, DbError> {
+    repeatable(primary, CHECK_CONNECTION_WAIT, |conn| {
+        let rows = conn.run(PRIMARY_POSITION, &[])?;
+        let row = rows.first().ok_or_else(|| DbError::Query("the WAL position query returned no row".into()))?;
+        row.try_get(0).map_err(|e| DbError::Query(e.to_string()))
+    })
 }
 
 /// What a public read runs on: the primary, or the read replicas (with
