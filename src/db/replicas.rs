@@ -12,7 +12,9 @@
 //! behind by its last replayed commit's age. Each check reads the end of
 //! the primary's WAL, then polls the replica's replay position until it
 //! reaches it (lag: the time that took) or [`POLL_LIMIT`] passes (lag: the
-//! age of the newest earlier check whose position the replica has passed). [`Reads`] is what a public read runs on: the next usable
+//! age of the newest earlier check whose position the replica has passed).
+//!
+//! [`Reads`] is what a public read runs on: the next usable
 //! replica in turn, and the primary when none is usable or when the
 //! replica fails during the read (which also marks it down until its next
 //! good check), so a replica's failure never reaches the client.
@@ -47,6 +49,9 @@ const READ_CONNECTION_WAIT: Duration = Duration::from_millis(200);
 /// connection after a pause that doubles up to half of it: a replica that
 /// comes back is reconnected within 0.5 s instead of `DB_ACQUIRE_TIMEOUT_MS` / 2.
 const POOL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The `application_name` of the checks' connections.
+const CHECK_APPLICATION_NAME: &str = "pizza-api-replica-check";
 
 /// How long one check polls a replica that has not yet replayed the
 /// primary's position (at most `DB_READ_MAX_LAG_MS`), and how often.
@@ -129,7 +134,11 @@ enum Checked {
 pub struct Replica {
     /// `host:port`, as `/health` and `/metrics` name it.
     name: String,
+    /// The public reads' connections.
     pool: PgPool,
+    /// The check's own connection, so that reads never wait for a check nor
+    /// a check for reads.
+    check_pool: PgPool,
     /// A [`ReplicaState`], read by every public read: one atomic load.
     state: AtomicU8,
     /// The lag of the last check, in milliseconds (-1: unknown).
@@ -214,7 +223,7 @@ impl Replica {
 
     /// Whether the replica is a standby, and how much WAL it has replayed.
     fn replay_position(&self) -> Result<(bool, Option<i64>), DbError> {
-        repeatable(&self.pool, CHECK_CONNECTION_WAIT, |conn| {
+        repeatable(&self.check_pool, CHECK_CONNECTION_WAIT, |conn| {
             let rows = conn.run(REPLAY_POSITION, &[])?;
             let row = rows.first().ok_or_else(|| DbError::Query("the replay position query returned no row".into()))?;
             let standby: bool = row.try_get(0).map_err(|e| DbError::Query(e.to_string()))?;
@@ -331,23 +340,24 @@ impl Replicas {
         }
         let tls = tls::connector(pg.sslmode, pg.root_cert.as_deref()).map_err(DbError::Unavailable)?;
         let sizes = PoolConfig { acquire_timeout: POOL_TIMEOUT, ..pool.clone() };
-        let mut primary = pg_config(pg, pool);
-        primary.host(&pg.host).port(pg.port);
-        let primary = build_pool(
-            PgManager(PostgresConnectionManager::new(primary, tls.clone())),
-            &PoolConfig { max_open: 1, max_idle: 1, ..sizes.clone() },
-        );
+        // The checks' own connections: one per server, named apart from the
+        // requests' in pg_stat_activity.
+        let one = PoolConfig { max_open: 1, max_idle: 1, ..sizes.clone() };
+        let open = |host: &str, port: u16, sizes: &PoolConfig, name: &str| {
+            let mut settings = pg_config(pg, pool);
+            settings.host(host).port(port).application_name(name);
+            build_pool(PgManager(PostgresConnectionManager::new(settings, tls.clone())), sizes)
+        };
+        let primary = open(&pg.host, pg.port, &one, CHECK_APPLICATION_NAME);
         let list = pg
             .read_replicas
             .hosts
             .iter()
             .map(|(host, port)| {
-                let mut settings = pg_config(pg, pool);
-                settings.host(host).port(*port);
-                let manager = PgManager(PostgresConnectionManager::new(settings, tls.clone()));
                 Arc::new(Replica {
                     name: format!("{host}:{port}"),
-                    pool: build_pool(manager, &sizes),
+                    pool: open(host, *port, &sizes, "pizza-api"),
+                    check_pool: open(host, *port, &one, CHECK_APPLICATION_NAME),
                     state: AtomicU8::new(ReplicaState::Unchecked as u8),
                     lag_ms: AtomicI64::new(-1),
                     queries: AtomicU64::new(0),

@@ -126,8 +126,8 @@ fn anonymous_public_reads_reach_the_replica_and_token_holders_read_from_the_prim
     let documented = app.get("/openapi.json").json()["components"]["schemas"]["ReplicaHealth"].clone();
 
     assert!(anonymous.iter().all(|&s| s == 200), "{anonymous:?}");
-    // A check that lands between a commit's arrival and its replay may see
-    // the replica behind for a moment; nearly all reads must reach it.
+    // On a loaded machine a check may miss its 1 s deadline and take the
+    // replica out for a moment; nearly all reads must reach it.
     assert!(on_replica >= 8.0, "replica {on_replica}, primary {on_primary}");
     assert_eq!(with_token.status, 200);
     assert_eq!(primary_after_token, on_primary + 1.0, "a read with a valid token runs on the primary");
