@@ -6,10 +6,11 @@
 # PIZZA_PG_TEST_PORT; the same when only 127.0.0.2 is taken; and on another
 # port it must work. Each cluster lives in a scratch directory of its own and
 # is removed afterwards; only listeners this script started are stopped (by PID).
+# The same for the replica's port (PIZZA_PG_TEST_REPLICA_PORT).
 # Takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-unset TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT
+unset TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT TEST_DATABASE_REPLICA
 
 WORK=$(mktemp -d /tmp/pizza-api-busy-ports.XXXXXX)
 # As root the cluster runs as the postgres user, who must reach its directory.
@@ -88,8 +89,11 @@ ONLY2=$(listen 127.0.0.2 0)
 expect_taken "$ONLY2" "127.0.0.2:$ONLY2 held by a dummy listener"
 
 # 3. Another port: the start works and owns both addresses.
-FREE=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-if ! PIZZA_PG_TEST_PORT=$FREE PIZZA_PG_TEST_DIR="$WORK/pg" scripts/test.sh cluster >"$WORK/out" 2>&1; then
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+FREE=$(free_port)
+FREE_REPLICA=$(free_port)
+if ! PIZZA_PG_TEST_PORT=$FREE PIZZA_PG_TEST_REPLICA_PORT=$FREE_REPLICA PIZZA_PG_TEST_DIR="$WORK/pg" \
+  scripts/test.sh cluster >"$WORK/out" 2>&1; then
   if grep -q "server binaries not found" "$WORK/out" && [[ "${CI:-}" != true ]]; then
     say "!!! SKIPPED the start on a free port: no PostgreSQL server binaries !!!"
     exit 0
@@ -99,4 +103,17 @@ if ! PIZZA_PG_TEST_PORT=$FREE PIZZA_PG_TEST_DIR="$WORK/pg" scripts/test.sh clust
 fi
 grep -q "running on 127.0.0.1:$FREE and 127.0.0.2:$FREE" "$WORK/out" ||
   { cat "$WORK/out" >&2; fail "no 'running on' line for port $FREE"; }
-say "ok: another port ($FREE): the cluster started, owned both addresses, and was removed"
+grep -q "replica running on 127.0.0.1:$FREE_REPLICA" "$WORK/out" ||
+  { cat "$WORK/out" >&2; fail "no 'replica running on' line for port $FREE_REPLICA"; }
+say "ok: another port ($FREE, replica $FREE_REPLICA): the cluster and its replica started, owned their addresses, and were removed"
+
+# 4. The replica's port taken: the start fails in one line naming its variable.
+REPLICA_HELD=$(listen 127.0.0.1 0)
+[[ -n "$REPLICA_HELD" ]] || fail "could not listen on 127.0.0.1"
+status=0
+PIZZA_PG_TEST_PORT=$FREE PIZZA_PG_TEST_REPLICA_PORT=$REPLICA_HELD PIZZA_PG_TEST_DIR="$WORK/pg" \
+  scripts/test.sh cluster >"$WORK/out" 2>&1 || status=$?
+((status != 0)) || fail "the replica started on port $REPLICA_HELD, which a dummy listener holds"
+grep -q "set PIZZA_PG_TEST_REPLICA_PORT to a free port" "$WORK/out" ||
+  { cat "$WORK/out" >&2; fail "no line saying to set PIZZA_PG_TEST_REPLICA_PORT"; }
+say "ok: the replica's port held by a dummy listener: $(grep -m 1 PIZZA_PG_TEST_REPLICA_PORT "$WORK/out")"

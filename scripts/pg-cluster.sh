@@ -11,6 +11,19 @@
 #   scripts/pg-cluster.sh env      DB_* lines for running pizza-api against it
 #   scripts/pg-cluster.sh ca       path of the CA certificate the server's TLS
 #                                  certificate is signed with (for DB_SSLROOTCERT)
+#   scripts/pg-cluster.sh replica-start    a streaming replica of the cluster
+#                                  (pg_basebackup -R, first time) in DIR/replica on
+#                                  127.0.0.1:REPLICA_PORT, started; idempotent;
+#                                  exit status 3 when that port is someone else's
+#   scripts/pg-cluster.sh replica-stop     stop the replica, keeping its data
+#                                  (replica-start starts it again, and it catches up)
+#   scripts/pg-cluster.sh replica-address  127.0.0.1:REPLICA_PORT (for DB_READ_HOSTS)
+#
+# The primary is made with initdb's defaults, which allow a replica:
+# wal_level=replica, max_wal_senders=10, and pg_hba.conf's `host replication
+# all 127.0.0.1/32` line (password authentication like every other login).
+# The replica is a hot standby with the same password, TLS certificate and
+# max_connections as the primary; `stop` stops and deletes it with the rest.
 #
 # The server accepts TLS and plain connections alike: its certificate (for
 # localhost and 127.0.0.1) comes from a throwaway CA made with openssl,
@@ -24,6 +37,9 @@
 #   PIZZA_PG_PORT_VAR the variable a caller sets to choose the port, named in
 #                     the error when the port is taken (default PIZZA_PG_PORT;
 #                     scripts/test.sh says PIZZA_PG_TEST_PORT, and so on)
+#   PIZZA_PG_REPLICA_PORT      the replica's port on 127.0.0.1 (default PORT + 10)
+#   PIZZA_PG_REPLICA_PORT_VAR  the variable named when that port is taken
+#                              (default PIZZA_PG_REPLICA_PORT)
 #
 # `start` reports success only for a server it owns: before starting, nothing
 # may answer on 127.0.0.1:PORT or 127.0.0.2:PORT; after starting (or when it
@@ -44,6 +60,11 @@ ADDRESSES=(127.0.0.1 127.0.0.2)
 DATA="$DIR/data"
 PWFILE="$DIR/password"
 LOG="$DIR/server.log"
+REPLICA_PORT="${PIZZA_PG_REPLICA_PORT:-$((PORT + 10))}"
+REPLICA_PORT_VAR="${PIZZA_PG_REPLICA_PORT_VAR:-PIZZA_PG_REPLICA_PORT}"
+REPLICA_DIR="$DIR/replica"
+REPLICA_DATA="$REPLICA_DIR/data"
+REPLICA_LOG="$REPLICA_DIR/server.log"
 
 say() { echo "pg-cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -109,16 +130,18 @@ tls_settings() {
   echo "-c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key"
 }
 
-# Whether anything accepts TCP connections on ADDRESS:PORT.
+# Whether anything accepts TCP connections on ADDRESS:PORT (the port is the
+# cluster's unless a second argument names another).
 answers_on() {
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$PORT" 2>/dev/null
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "${2:-$PORT}" 2>/dev/null
 }
 
-# The data directory of the server answering on ADDRESS:PORT, asked with this
-# cluster's password; empty when it does not answer or refuses the password.
+# The data directory of the server answering on ADDRESS:PORT (or the port of
+# the second argument), asked with this cluster's password; empty when it does
+# not answer or refuses the password.
 data_directory_on() {
   local bin; bin=$(find_bin) || return 0
-  PGPASSWORD=$(cat "$PWFILE" 2>/dev/null) PGCONNECT_TIMEOUT=5 "$bin/psql" -X -q -w -h "$1" -p "$PORT" \
+  PGPASSWORD=$(cat "$PWFILE" 2>/dev/null) PGCONNECT_TIMEOUT=5 "$bin/psql" -X -q -w -h "$1" -p "${2:-$PORT}" \
     -U postgres -d postgres -tAc "SHOW data_directory" 2>/dev/null || true
 }
 
@@ -144,6 +167,19 @@ check_ownership() {
     [[ -n "$got" && "$(readlink -f "$got")" == "$want" ]] ||
       port_taken "another server answers on $address:$PORT, not the cluster in $DIR"
   done
+}
+
+# The settings both servers start with: a hot standby needs at least the
+# primary's max_connections.
+server_options() {
+  local tls
+  tls=$(tls_settings)
+  # Commits return before their WAL is flushed; the WAL writer flushes (and
+  # so sends to a replica) every 10 ms instead of 200, so a replica sees
+  # commits within milliseconds, as with synchronous_commit=on.
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c wal_writer_delay=10ms"
+  [[ "${PIZZA_PG_DURABLE:-0}" == 1 ]] && durability="-c fsync=on -c synchronous_commit=on"
+  echo "-c max_connections=300 $durability $tls"
 }
 
 start() {
@@ -172,14 +208,12 @@ start() {
       -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
     if [[ $(id -u) -eq 0 ]]; then chown root "$PWFILE"; fi
   fi
-  local tls
-  tls=$(tls_settings)
-  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-  [[ "${PIZZA_PG_DURABLE:-0}" == 1 ]] && durability="-c fsync=on -c synchronous_commit=on"
+  local options
+  options=$(server_options)
   touch "$LOG"
   if [[ $(id -u) -eq 0 ]]; then chown postgres "$LOG"; fi
   as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
-    -o "-p $PORT -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories=$DIR -c max_connections=300 $durability $tls" \
+    -o "-p $PORT -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories=$DIR $options" \
     start >/dev/null || { tail -n 30 "$LOG" >&2; die "the server did not start"; }
   # A server binds what it can: one taken address is only a warning in its
   # log, so the ports are checked again by asking who answers on them.
@@ -193,14 +227,82 @@ start() {
 }
 
 stop() {
-  if [[ -d "$DATA" ]]; then
-    local bin
-    if bin=$(find_bin) && [[ -f "$DATA/postmaster.pid" ]]; then
-      as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+  local bin data
+  for data in "$REPLICA_DATA" "$DATA"; do
+    if [[ -f "$data/postmaster.pid" ]] && bin=$(find_bin); then
+      as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
     fi
-  fi
+  done
   rm -rf "$DIR"
   say "stopped and removed $DIR"
+}
+
+replica_is_running() {
+  [[ -f "$REPLICA_DATA/postmaster.pid" ]] || return 1
+  local bin; bin=$(find_bin) || return 1
+  as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" status >/dev/null 2>&1
+}
+
+# Fails unless 127.0.0.1:REPLICA_PORT answers with the replica's data directory.
+check_replica_ownership() {
+  local got
+  got=$(data_directory_on 127.0.0.1 "$REPLICA_PORT")
+  if [[ -z "$got" || "$(readlink -f "$got")" != "$(readlink -f "$REPLICA_DATA")" ]]; then
+    say "port $REPLICA_PORT is not this replica's: another server answers on 127.0.0.1:$REPLICA_PORT, not the replica in $REPLICA_DIR; set $REPLICA_PORT_VAR to a free port"
+    exit 3
+  fi
+}
+
+# A hot standby of the cluster: copied with pg_basebackup -R (which writes
+# standby.signal and primary_conninfo, password included) the first time,
+# then started; it streams from the primary over 127.0.0.1.
+replica_start() {
+  local bin
+  bin=$(find_bin) || die "PostgreSQL server binaries not found (set PG_BIN)"
+  is_running || die "the cluster in $DIR is not running (run: $0 start)"
+  if replica_is_running; then
+    check_replica_ownership
+    say "replica already running on 127.0.0.1:$REPLICA_PORT ($REPLICA_DIR)"
+    return 0
+  fi
+  if answers_on 127.0.0.1 "$REPLICA_PORT"; then
+    say "port $REPLICA_PORT is not this replica's: something else already listens on 127.0.0.1:$REPLICA_PORT; set $REPLICA_PORT_VAR to a free port"
+    exit 3
+  fi
+  mkdir -p "$REPLICA_DIR"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$REPLICA_DIR"; fi
+  chmod 700 "$REPLICA_DIR"
+  if [[ ! -f "$REPLICA_DATA/PG_VERSION" ]]; then
+    rm -rf "$REPLICA_DATA"
+    say "copying the cluster into $REPLICA_DATA (pg_basebackup -R)"
+    as_owner env PGPASSWORD="$(cat "$PWFILE")" "$bin/pg_basebackup" \
+      -h 127.0.0.1 -p "$PORT" -U postgres -D "$REPLICA_DATA" -R -X stream -c fast -w \
+      >"$REPLICA_DIR/basebackup.log" 2>&1 || { cat "$REPLICA_DIR/basebackup.log" >&2; die "pg_basebackup failed"; }
+  fi
+  local options
+  options=$(server_options)
+  touch "$REPLICA_LOG"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$REPLICA_LOG"; fi
+  as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" -l "$REPLICA_LOG" -w -t 60 \
+    -o "-p $REPLICA_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$REPLICA_DIR $options" \
+    start >/dev/null || { tail -n 30 "$REPLICA_LOG" >&2; die "the replica did not start"; }
+  local owned=0
+  (check_replica_ownership) || owned=$?
+  if ((owned != 0)); then
+    as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" -m fast -w stop >/dev/null 2>&1 || true
+    exit "$owned"
+  fi
+  say "replica running on 127.0.0.1:$REPLICA_PORT ($REPLICA_DIR), streaming from 127.0.0.1:$PORT"
+}
+
+replica_stop() {
+  local bin
+  if replica_is_running && bin=$(find_bin); then
+    as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" -m fast -w stop >/dev/null
+    say "replica stopped (its data is kept in $REPLICA_DATA)"
+  else
+    say "no replica running in $REPLICA_DIR"
+  fi
 }
 
 env_lines() {
@@ -233,5 +335,8 @@ case "${1:-}" in
   env) env_lines ;;
   createdb) ensure_database "${2:?database name}" ;;
   ca) [[ -f "$DIR/ca.crt" ]] && echo "$DIR/ca.crt" ;;
-  *) echo "usage: $0 start|stop|status|url|env|ca|createdb NAME" >&2; exit 2 ;;
+  replica-start) replica_start ;;
+  replica-stop) replica_stop ;;
+  replica-address) replica_is_running && echo "127.0.0.1:$REPLICA_PORT" ;;
+  *) echo "usage: $0 start|stop|status|url|env|ca|createdb NAME|replica-start|replica-stop|replica-address" >&2; exit 2 ;;
 esac

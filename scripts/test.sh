@@ -10,15 +10,21 @@
 #                          (scripts/check-busy-ports.sh checks that start)
 #
 # PostgreSQL is a private cluster (scripts/pg-cluster.sh) on its own port,
-# started here and stopped and deleted afterwards, whatever happens; or the
-# server of TEST_DATABASE_URL (postgres://user:password@host:port/db) when set
-# (with TEST_DATABASE_SSLROOTCERT, the CA of its TLS certificate, if any).
+# with a streaming replica beside it (for the read-replica tests, which get
+# its address as TEST_DATABASE_REPLICA), started here and stopped and
+# deleted afterwards, whatever happens; or the server of TEST_DATABASE_URL
+# (postgres://user:password@host:port/db) when set (with
+# TEST_DATABASE_SSLROOTCERT, the CA of its TLS certificate, if any, and
+# TEST_DATABASE_REPLICA, host:port of its replica).
 #
 # Settings (environment), each documented in the README's Testing section:
 #   PIZZA_PG_TEST_PORT  port of the private cluster, on 127.0.0.1 and 127.0.0.2
 #                       (default 55433); when something else holds it, start-up
 #                       fails with one line naming this variable
 #   PIZZA_PG_TEST_DIR   where the private cluster lives (default /tmp/pizza-api-pg-test)
+#   PIZZA_PG_TEST_REPLICA_PORT  port of its replica, on 127.0.0.1 (default the
+#                       cluster's port + 10: 55443); when something else holds
+#                       it, start-up fails with one line naming this variable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-all}"
@@ -26,6 +32,8 @@ MODE="${1:-all}"
 export PIZZA_PG_DIR="${PIZZA_PG_TEST_DIR:-/tmp/pizza-api-pg-test}"
 export PIZZA_PG_PORT="${PIZZA_PG_TEST_PORT:-55433}"
 export PIZZA_PG_PORT_VAR=PIZZA_PG_TEST_PORT
+export PIZZA_PG_REPLICA_PORT="${PIZZA_PG_TEST_REPLICA_PORT:-$((PIZZA_PG_PORT + 10))}"
+export PIZZA_PG_REPLICA_PORT_VAR=PIZZA_PG_TEST_REPLICA_PORT
 
 if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   cleanup() { scripts/pg-cluster.sh stop || true; }
@@ -39,6 +47,18 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
     TEST_DATABASE_URL="$(scripts/pg-cluster.sh url)"
     TEST_DATABASE_SSLROOTCERT="$(scripts/pg-cluster.sh ca || true)"
     export TEST_DATABASE_URL TEST_DATABASE_SSLROOTCERT
+    replica=0
+    scripts/pg-cluster.sh replica-start || replica=$?
+    if ((replica == 0)); then
+      TEST_DATABASE_REPLICA="$(scripts/pg-cluster.sh replica-address)"
+      export TEST_DATABASE_REPLICA
+    elif ((replica == 3)) || [[ "${CI:-}" == "true" ]]; then
+      # A taken port's one-line message says what to set.
+      echo "test: the PostgreSQL replica could not be started" >&2
+      exit 1
+    else
+      echo "test: !!! no PostgreSQL replica: the read-replica tests will be SKIPPED !!!" >&2
+    fi
   elif [[ "${CI:-}" == "true" ]]; then
     echo "test: CI=true and PostgreSQL could not be started" >&2
     exit 1

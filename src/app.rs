@@ -17,6 +17,7 @@ use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
 use crate::db::health::{DbHealth, PROBE_CONNECTION_WAIT};
+use crate::db::replicas::Replicas;
 use crate::db::{self, Db, DbError};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
 use crate::metrics::{self, Metrics};
@@ -124,6 +125,7 @@ impl Application {
         let listener = server::bind(&config.host, config.port)
             .map_err(|cause| StartupError::Listen { addr: format!("{}:{}", config.host, config.port), cause })?;
         let db = Db::connect(&config.database, &config.pool)?;
+        let replicas = Replicas::open(&config.database, &config.pool)?;
         let report = db::migrate::apply(&db)?;
         if report.applied.is_empty() {
             log::info!("schema is up to date ({} files applied earlier)", report.already_applied);
@@ -151,8 +153,14 @@ impl Application {
         let workers = config.workers;
         let driver = db.driver_name();
         let db_health = Arc::new(DbHealth::new());
-        let state =
-            Arc::new(AppState { config, db, db_health: Arc::clone(&db_health), auth, metrics: Metrics::default() });
+        let state = Arc::new(AppState {
+            config,
+            db,
+            replicas,
+            db_health: Arc::clone(&db_health),
+            auth,
+            metrics: Metrics::default(),
+        });
         let warm = Arc::clone(&state);
         std::thread::spawn(move || warm.auth.dummy_hash.get().len());
         // The prober holds the state weakly, so the pools still close when
@@ -160,6 +168,7 @@ impl Application {
         let probed = Arc::downgrade(&state);
         DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_CONNECTION_WAIT)))
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
+        state.replicas.start_checks().map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
         start_revocation_sync(Arc::downgrade(&state))
             .map_err(|cause| StartupError::Thread { name: "revocation sync", cause })?;
         let server = HttpServer::start(listener, Arc::clone(&state), workers)

@@ -79,6 +79,57 @@ pub struct PostgresConfig {
     pub sslmode: SslMode,
     /// `DB_SSLROOTCERT`: PEM file of the CA(s) to trust for TLS.
     pub root_cert: Option<PathBuf>,
+    /// `DB_READ_HOSTS` and `DB_READ_MAX_LAG_MS`: the streaming replicas that
+    /// serve public reads (none: the primary serves everything).
+    pub read_replicas: ReadReplicas,
+}
+
+/// Streaming replicas of the PostgreSQL server, reached with its
+/// credentials and TLS settings (`DB_READ_HOSTS`, `DB_READ_MAX_LAG_MS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadReplicas {
+    /// Each replica's host and port, in the order given.
+    pub hosts: Vec<(String, u16)>,
+    /// A replica further behind the primary than this is skipped.
+    pub max_lag: Duration,
+}
+
+/// The default of `DB_READ_MAX_LAG_MS`.
+const DEFAULT_READ_MAX_LAG_MS: u64 = 1000;
+
+/// `DB_READ_HOSTS`: comma-separated `host[:port]` (`[v6 address]:port` for
+/// IPv6); a host without a port uses `default_port` (`DB_PORT`).
+fn parse_read_hosts(raw: &str, default_port: u16) -> Result<Vec<(String, u16)>, ConfigError> {
+    let bad = |item: &str, why: &str| invalid("DB_READ_HOSTS", format!("{item:?} {why} (expected host[:port], ...)"));
+    let mut hosts = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let (host, port) = match item.strip_prefix('[') {
+            Some(rest) => {
+                let (host, after) = rest.split_once(']').ok_or_else(|| bad(item, "has no closing ]"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None if item.matches(':').count() > 1 => (item, None),
+            None => match item.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (item, None),
+            },
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+            return Err(bad(item, "is not a host name or address"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(bad(item, "has a port that is not from 1 to 65535")),
+            },
+        };
+        if hosts.iter().any(|(h, p)| h == host && *p == port) {
+            return Err(bad(item, "is listed twice"));
+        }
+        hosts.push((host.to_owned(), port));
+    }
+    Ok(hosts)
 }
 
 /// `DB_SSLMODE`, with libpq's meanings (see `db::tls`).
@@ -272,34 +323,56 @@ impl Config {
         }
 
         let database = match env.text("DB_DRIVER", "sqlite").to_ascii_lowercase().as_str() {
-            "sqlite" | "sqlite3" => DatabaseConfig::Sqlite { path: PathBuf::from(env.text("DB_PATH", "test.sqlite")) },
-            "postgres" | "postgresql" => DatabaseConfig::Postgres(PostgresConfig {
-                host: env.text("DB_HOST", "localhost"),
-                port: env.number("DB_PORT", 5432, 1, u16::MAX as u64)? as u16,
-                user: env.text("DB_USER", "postgres"),
-                password: env
-                    .secret("DB_PASSWORD")
-                    .ok_or_else(|| invalid("DB_PASSWORD", "is required when DB_DRIVER is postgres".into()))?,
-                name: env.text("DB_NAME", "pizza_api"),
-                sslmode: match env.text("DB_SSLMODE", "disable").to_ascii_lowercase().as_str() {
-                    "disable" => SslMode::Disable,
-                    "prefer" | "allow" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => {
-                        return Err(invalid(
-                            "DB_SSLMODE",
-                            format!("{other:?} is not one of disable, prefer, require, verify-ca, verify-full"),
-                        ));
-                    }
-                },
-                root_cert: match (env.lookup)("DB_SSLROOTCERT") {
-                    None => None,
-                    Some(path) if std::path::Path::new(&path).is_file() => Some(PathBuf::from(path)),
-                    Some(path) => return Err(invalid("DB_SSLROOTCERT", format!("{path:?} is not a readable file"))),
-                },
-            }),
+            "sqlite" | "sqlite3" => {
+                if (env.lookup)("DB_READ_HOSTS").is_some() {
+                    return Err(invalid(
+                        "DB_READ_HOSTS",
+                        "read replicas need DB_DRIVER=postgres (SQLite has none); unset it".into(),
+                    ));
+                }
+                DatabaseConfig::Sqlite { path: PathBuf::from(env.text("DB_PATH", "test.sqlite")) }
+            }
+            "postgres" | "postgresql" => {
+                let port = env.number("DB_PORT", 5432, 1, u16::MAX as u64)? as u16;
+                DatabaseConfig::Postgres(PostgresConfig {
+                    host: env.text("DB_HOST", "localhost"),
+                    port,
+                    user: env.text("DB_USER", "postgres"),
+                    password: env
+                        .secret("DB_PASSWORD")
+                        .ok_or_else(|| invalid("DB_PASSWORD", "is required when DB_DRIVER is postgres".into()))?,
+                    name: env.text("DB_NAME", "pizza_api"),
+                    sslmode: match env.text("DB_SSLMODE", "disable").to_ascii_lowercase().as_str() {
+                        "disable" => SslMode::Disable,
+                        "prefer" | "allow" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(invalid(
+                                "DB_SSLMODE",
+                                format!("{other:?} is not one of disable, prefer, require, verify-ca, verify-full"),
+                            ));
+                        }
+                    },
+                    root_cert: match (env.lookup)("DB_SSLROOTCERT") {
+                        None => None,
+                        Some(path) if std::path::Path::new(&path).is_file() => Some(PathBuf::from(path)),
+                        Some(path) => {
+                            return Err(invalid("DB_SSLROOTCERT", format!("{path:?} is not a readable file")));
+                        }
+                    },
+                    read_replicas: ReadReplicas {
+                        hosts: parse_read_hosts(&env.text("DB_READ_HOSTS", ""), port)?,
+                        max_lag: Duration::from_millis(env.number(
+                            "DB_READ_MAX_LAG_MS",
+                            DEFAULT_READ_MAX_LAG_MS,
+                            0,
+                            3_600_000,
+                        )?),
+                    },
+                })
+            }
             other => {
                 return Err(invalid("DB_DRIVER", format!("{other:?} is not one of sqlite, postgres, postgresql")));
             }
@@ -400,7 +473,7 @@ impl Config {
             DatabaseConfig::Sqlite { path } => format!("DB_DRIVER=sqlite DB_PATH={}", path.display()),
             DatabaseConfig::Postgres(pg) => format!(
                 "DB_DRIVER=postgres DB_HOST={} DB_PORT={} DB_USER={} DB_PASSWORD={} DB_NAME={} DB_SSLMODE={} \
-                 DB_SSLROOTCERT={}",
+                 DB_SSLROOTCERT={} DB_READ_HOSTS={} DB_READ_MAX_LAG_MS={}",
                 pg.host,
                 pg.port,
                 pg.user,
@@ -408,6 +481,12 @@ impl Config {
                 pg.name,
                 pg.sslmode.as_str(),
                 pg.root_cert.as_ref().map_or("(unset)".into(), |p| p.display().to_string()),
+                if pg.read_replicas.hosts.is_empty() {
+                    "(unset)".to_owned()
+                } else {
+                    pg.read_replicas.hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
+                },
+                pg.read_replicas.max_lag.as_millis(),
             ),
         };
         format!(
@@ -618,6 +697,50 @@ mod tests {
             assert!(!summary.contains(secret), "{secret} leaked into {summary}");
         }
         assert!(summary.contains("DB_PASSWORD=[REDACTED]"));
+    }
+
+    #[test]
+    fn read_hosts_take_the_primary_port_unless_they_name_one() {
+        let config = parse(&[
+            ("DB_DRIVER", "postgres"),
+            ("DB_PASSWORD", "pw"),
+            ("DB_PORT", "6000"),
+            ("DB_READ_HOSTS", "replica-1, replica-2:6001,[::1]:6002,10.0.0.9"),
+        ])
+        .unwrap();
+        let DatabaseConfig::Postgres(pg) = &config.database else { panic!("expected postgres") };
+        let hosts: Vec<(&str, u16)> = pg.read_replicas.hosts.iter().map(|(h, p)| (h.as_str(), *p)).collect();
+        assert_eq!(hosts, [("replica-1", 6000), ("replica-2", 6001), ("::1", 6002), ("10.0.0.9", 6000)]);
+        assert_eq!(pg.read_replicas.max_lag, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn no_read_hosts_means_no_replicas() {
+        let config = parse(&[("DB_DRIVER", "postgres"), ("DB_PASSWORD", "pw")]).unwrap();
+        let DatabaseConfig::Postgres(pg) = &config.database else { panic!("expected postgres") };
+        assert!(pg.read_replicas.hosts.is_empty());
+    }
+
+    #[test]
+    fn a_read_host_with_a_bad_port_is_rejected() {
+        for hosts in ["replica:0", "replica:99999", "replica:x", "[::1", "a b", "r:1,r:1"] {
+            let err = parse(&[("DB_DRIVER", "postgres"), ("DB_PASSWORD", "pw"), ("DB_READ_HOSTS", hosts)]).unwrap_err();
+            assert_eq!(err.variable, "DB_READ_HOSTS", "{hosts}");
+        }
+    }
+
+    #[test]
+    fn read_hosts_with_sqlite_are_rejected() {
+        let err = parse(&[("DB_READ_HOSTS", "replica:5432")]).unwrap_err();
+        assert_eq!(err.variable, "DB_READ_HOSTS");
+        assert!(err.reason.contains("DB_DRIVER=postgres"), "{err}");
+    }
+
+    #[test]
+    fn a_read_lag_that_is_not_a_number_is_rejected() {
+        let err =
+            parse(&[("DB_DRIVER", "postgres"), ("DB_PASSWORD", "pw"), ("DB_READ_MAX_LAG_MS", "soon")]).unwrap_err();
+        assert_eq!(err.variable, "DB_READ_MAX_LAG_MS");
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// A label value with `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

@@ -84,6 +84,18 @@ pub fn authenticate(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiErr
     }
 }
 
+/// Whether the request carries a bearer token this service signed and that
+/// has not expired: signature and expiry only, no revocation or user check
+/// and no log line. It only decides where a public read runs (a caller
+/// with a token reads from the primary, so it sees its own writes); the
+/// public routes answer everyone alike.
+pub fn bears_valid_token(auth: &Auth, rq: &Request) -> bool {
+    let Some(value) = rq.header("Authorization") else { return false };
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    scheme.eq_ignore_ascii_case("bearer") && auth.jwt.verify(token.trim(), clock::unix_seconds(clock::now())).is_ok()
+}
+
 /// Like [`authenticate`], and the token must carry the `write` scope.
 pub fn authenticate_writer(auth: &Auth, db: &Db, rq: &Request) -> Result<Caller, ApiError> {
     let caller = authenticate(auth, db, rq)?;

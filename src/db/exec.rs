@@ -500,7 +500,10 @@ fn parameters_in_order(sql: &str) -> bool {
     true
 }
 
-fn pg_rows<T>(rows: &[postgres::Row], map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>) -> Result<Vec<T>, DbError> {
+pub(super) fn pg_rows<T>(
+    rows: &[postgres::Row],
+    map: &mut impl FnMut(&Row<'_>) -> Result<T, DbError>,
+) -> Result<Vec<T>, DbError> {
     rows.iter().map(|row| map(&Row(RowRef::Postgres(row)))).collect()
 }
 

@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod exec;
 pub mod health;
 pub mod migrate;
+pub mod replicas;
 pub mod tls;
 
 pub use exec::{Exec, Row, Statement, Tx, Value};
@@ -588,10 +589,20 @@ fn open_postgres(
     pool: &PoolConfig,
     tls: MakeRustlsConnect,
 ) -> Result<PgPool, ConnectFailure> {
+    let mut config = pg_config(settings, pool);
+    config.host(&settings.host).port(settings.port);
+    let manager = PgManager(PostgresConnectionManager::new(config, tls), deadline::limit(pool.statement_timeout));
+    let mut first = manager.connect().map_err(|e| ConnectFailure::from_postgres(&e))?;
+    first.simple_query("SELECT 1").map_err(|e| ConnectFailure::from_postgres(&e))?;
+    drop(first);
+    Ok(build_pool(manager, pool))
+}
+
+/// The connection settings of every PostgreSQL pool, the primary's and each
+/// read replica's: all but the server's host and port.
+fn pg_config(settings: &PostgresConfig, pool: &PoolConfig) -> postgres::Config {
     let mut config = postgres::Config::new();
     config
-        .host(&settings.host)
-        .port(settings.port)
         .user(&settings.user)
         .password(settings.password.expose())
         .dbname(&settings.name)
@@ -608,11 +619,7 @@ fn open_postgres(
             SslMode::Prefer => postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
         });
-    let manager = PgManager(PostgresConnectionManager::new(config, tls), deadline::limit(pool.statement_timeout));
-    let mut first = manager.connect().map_err(|e| ConnectFailure::from_postgres(&e))?;
-    first.simple_query("SELECT 1").map_err(|e| ConnectFailure::from_postgres(&e))?;
-    drop(first);
-    Ok(build_pool(manager, pool))
+    config
 }
 
 fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig) -> r2d2::Pool<M> {

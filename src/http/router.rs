@@ -6,6 +6,8 @@
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 
+use crate::auth;
+use crate::db::replicas::Reads;
 use crate::rest::error::internal_error;
 use crate::rest::{ApiError, Method, Request, Response};
 use crate::state::AppState;
@@ -133,9 +135,11 @@ pub fn answer_at_once(state: &AppState, method: &Method, target: &str) -> Option
     let route = Route::parse(path)?;
     let response = match (route, method) {
         (Route::Livez, Method::Get | Method::Head) => ops::health::livez(),
-        (Route::Health, Method::Get | Method::Head) => ops::health::health(&state.db_health, state.db.driver_name()),
+        (Route::Health, Method::Get | Method::Head) => {
+            ops::health::health(&state.db_health, state.db.driver_name(), &state.replicas)
+        }
         (Route::Metrics, Method::Get | Method::Head) => {
-            ops::metrics::render(&state.metrics, &state.db, &state.db_health)
+            ops::metrics::render(&state.metrics, &state.db, &state.db_health, &state.replicas)
         }
         (Route::OpenApi, Method::Get | Method::Head) => ops::openapi(),
         (route, _) if route.needs_database() && state.db_health.is_down() => database_down(),
@@ -183,9 +187,9 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
     use Method::{Delete, Get, Head, Post, Put};
     let (db, auth) = (&state.db, &state.auth);
     match (route, rq.method()) {
-        (Route::Health, Get | Head) => Ok(ops::health::health(&state.db_health, db.driver_name())),
+        (Route::Health, Get | Head) => Ok(ops::health::health(&state.db_health, db.driver_name(), &state.replicas)),
         (Route::Livez, Get | Head) => Ok(ops::health::livez()),
-        (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db, &state.db_health)),
+        (Route::Metrics, Get | Head) => Ok(ops::metrics::render(&state.metrics, db, &state.db_health, &state.replicas)),
         (Route::OpenApi, Get | Head) => Ok(ops::openapi()),
         (Route::Docs(file), Get | Head) => ops::docs::page(file),
         (Route::SwaggerRedirect, Get | Head) => Ok(ops::docs::redirect()),
@@ -193,8 +197,8 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
         (Route::Token, Post) => clients::token::issue(db, auth, rq),
         (Route::Revoke, Post) => clients::revoke::revoke(db, auth, rq),
 
-        (Route::PublicPizzas, Get | Head) => pizzas::list(db, rq),
-        (Route::PublicPizza(id), Get | Head) => pizzas::get(db, rq, id),
+        (Route::PublicPizzas, Get | Head) => pizzas::list(&public_reads(state, rq), rq),
+        (Route::PublicPizza(id), Get | Head) => pizzas::get(&public_reads(state, rq), rq, id),
         (Route::Pizzas, Post) => pizzas::create(db, auth, rq),
         (Route::Pizza(id), Put) => pizzas::update(db, auth, rq, id),
         (Route::Pizza(id), Delete) => pizzas::delete(db, auth, rq, id),
@@ -206,6 +210,16 @@ fn dispatch(state: &AppState, rq: &Request, route: Route<'_>) -> Result<Response
 
         (route, _) => Err(ApiError::MethodNotAllowed { allow: route.allow() }),
     }
+}
+
+/// Where a public read runs: on the read replicas (`DB_READ_HOSTS`), unless
+/// the request carries a valid bearer token. A client that writes holds a
+/// token, and with it reads from the primary, so it sees its own writes;
+/// anonymous reads may lag by up to `DB_READ_MAX_LAG_MS` (plus one check).
+/// Without replicas this is the primary, and no token is looked at.
+fn public_reads<'s>(state: &'s AppState, rq: &Request) -> Reads<'s> {
+    let use_replicas = !state.replicas.is_empty() && !auth::bears_valid_token(&state.auth, rq);
+    Reads::new(&state.db, &state.replicas, use_replicas)
 }
 
 /// The text a panic carried, when it carried text.

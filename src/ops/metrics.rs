@@ -8,16 +8,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::db::Db;
 use crate::db::health::DbHealth;
+use crate::db::replicas::{ReplicaState, Replicas};
 use crate::metrics::{
     AUDIT_LINES_SUPPRESSED, BCRYPT_IN_FLIGHT, BCRYPT_SLOTS_EXHAUSTED, CREDENTIAL_CACHE_HITS, CREDENTIAL_CACHE_MISSES,
     DB_STATEMENTS_CUT, HTTP_IN_FLIGHT, Metrics, POOL_WAIT_TIMEOUTS, REVOCATIONS, REVOCATIONS_SYNCED_AT,
-    REVOKED_CLIENTS, REVOKED_TOKENS, TOKEN_AUTH_FAILURES, TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter, gauge,
-    header, resident_memory_bytes, write_transport,
+    REVOKED_CLIENTS, REVOKED_TOKENS, TOKEN_AUTH_FAILURES, TOKEN_LOCKED_CLIENTS, TOKEN_LOCKOUT_REFUSALS, counter,
+    escape, gauge, header, resident_memory_bytes, write_transport,
 };
 use crate::rest::Response;
 
 /// `GET /metrics`.
-pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
+pub fn render(registry: &Metrics, db: &Db, health: &DbHealth, replicas: &Replicas) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     registry.write_requests(&mut out);
 
@@ -107,6 +108,7 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
         "1 while the background check finds the database answering; 0 while routes that need it get 503 at once.",
         u8::from(!health.is_down()),
     );
+    write_replicas(&mut out, replicas);
     write_transport(&mut out);
     if let Some(bytes) = resident_memory_bytes() {
         gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", bytes);
@@ -126,4 +128,54 @@ pub fn render(registry: &Metrics, db: &Db, health: &DbHealth) -> Response {
         db.driver_name()
     );
     Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+/// The read replicas' series (none without `DB_READ_HOSTS`): statements of
+/// public reads per pool, each replica's state and lag, and its reads that
+/// failed over to the primary.
+fn write_replicas(out: &mut String, replicas: &Replicas) {
+    if replicas.is_empty() {
+        return;
+    }
+    let reports = replicas.report();
+    let name = "pizza_api_db_read_queries_total";
+    header(out, name, "counter", "Statements of public reads, by the pool that answered them (primary or a replica).");
+    let _ = writeln!(out, "{name}{{pool=\"primary\"}} {}", replicas.primary_queries());
+    for replica in &reports {
+        let _ = writeln!(out, "{name}{{pool=\"replica:{}\"}} {}", escape(&replica.name), replica.queries);
+    }
+    let name = "pizza_api_db_replica_up";
+    header(out, name, "gauge", "1 while public reads go to the read replica; 0 while it is skipped.");
+    for replica in &reports {
+        let _ = writeln!(
+            out,
+            "{name}{{replica=\"{}\"}} {}",
+            escape(&replica.name),
+            u8::from(replica.state == ReplicaState::Up)
+        );
+    }
+    let name = "pizza_api_db_replica_state";
+    header(out, name, "gauge", "1 for the read replica's state as its last check (or a failed read) found it.");
+    for replica in &reports {
+        for state in ReplicaState::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{replica=\"{}\",state=\"{}\"}} {}",
+                escape(&replica.name),
+                state.as_str(),
+                u8::from(replica.state == state)
+            );
+        }
+    }
+    let name = "pizza_api_db_replica_lag_seconds";
+    header(out, name, "gauge", "How far the read replica was behind the primary at its last check (-1: unknown).");
+    for replica in &reports {
+        let lag = replica.lag_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
+        let _ = writeln!(out, "{name}{{replica=\"{}\"}} {lag}", escape(&replica.name));
+    }
+    let name = "pizza_api_db_replica_fallbacks_total";
+    header(out, name, "counter", "Public reads that failed on the read replica and were answered by the primary.");
+    for replica in &reports {
+        let _ = writeln!(out, "{name}{{replica=\"{}\"}} {}", escape(&replica.name), replica.fallbacks);
+    }
 }

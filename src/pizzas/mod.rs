@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::auth::{self, Auth, Caller, Role};
 use crate::clock;
-use crate::db::Db;
+use crate::db::{Db, Exec};
 use crate::idempotency::{self, IdempotencyKey, Outcome, Recorded, Scope};
 use crate::rest::conditional::Condition;
 use crate::rest::{ApiError, Request, Response};
@@ -35,7 +35,7 @@ fn not_found() -> ApiError {
 /// bounded scan that stopped before the end) carries `Link: <...>;
 /// rel="next"` to it: the same filters and limit, `after` the last ID
 /// examined, no offset.
-pub fn list(db: &Db, rq: &Request) -> Result<Response, ApiError> {
+pub fn list(db: &impl Exec, rq: &Request) -> Result<Response, ApiError> {
     let query = ListQuery::parse(rq.query())?;
     let page = store::list(db, &query)?;
     let response = Response::json(200, &page.pizzas);
@@ -56,7 +56,7 @@ pub fn list(db: &Db, rq: &Request) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/public/pizzas/{id}`, with its `ETag`; `304` without a body
 /// when `If-None-Match` names the current one (or is `*`).
-pub fn get(db: &Db, rq: &Request, id: &str) -> Result<Response, ApiError> {
+pub fn get(db: &impl Exec, rq: &Request, id: &str) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let pizza = store::find(db, id)?.ok_or_else(not_found)?;
     let etag = pizza.etag();

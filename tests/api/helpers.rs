@@ -6,7 +6,10 @@
 //! PostgreSQL comes from `TEST_DATABASE_URL` (an admin URL) when set, else
 //! from the private cluster of `scripts/pg-cluster.sh`, started on first use
 //! when the server binaries exist. Without any PostgreSQL the PostgreSQL half
-//! of each test is skipped loudly, and under `CI=true` it fails instead.
+//! of each test is skipped loudly, and under `CI=true` it fails instead. Its
+//! streaming replica, for the read-replica tests, is `TEST_DATABASE_REPLICA`
+//! (`host:port`, the same credentials) when set, else the private cluster's
+//! (`pg-cluster.sh replica-start`), and the same rules apply.
 
 #![allow(dead_code)]
 
@@ -201,6 +204,96 @@ pub fn pg_admin() -> Option<&'static PgAdmin> {
         Ok(admin) => admin.as_ref(),
         Err(message) => fail(message.clone()),
     }
+}
+
+/// A streaming replica of the test PostgreSQL, for the read-replica tests.
+#[derive(Debug, Clone)]
+pub struct PgReplica {
+    /// `host:port`, as `DB_READ_HOSTS` takes it.
+    pub address: String,
+    /// An administrative login on it (the primary's credentials).
+    pub admin: PgAdmin,
+    /// Whether it is the private cluster's replica, which
+    /// [`PgReplica::stop`] and [`PgReplica::start`] control.
+    pub private: bool,
+}
+
+impl PgReplica {
+    /// The first column of the first row of `sql`, run on the replica's
+    /// `dbname`, as text.
+    pub fn query_text(&self, dbname: &str, sql: &str) -> Option<String> {
+        let rows = self.admin.connect(dbname).simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.into_iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        })?
+    }
+
+    /// Stops the private cluster's replica (`pg-cluster.sh replica-stop`).
+    pub fn stop(&self) {
+        self.cluster("replica-stop");
+    }
+
+    /// Starts it again (`pg-cluster.sh replica-start`).
+    pub fn start(&self) {
+        self.cluster("replica-start");
+    }
+
+    fn cluster(&self, action: &str) {
+        assert!(self.private, "only the private cluster's replica can be stopped and started");
+        let out = Command::new(repo_root().join("scripts/pg-cluster.sh")).arg(action).output().unwrap();
+        assert!(out.status.success(), "pg-cluster.sh {action}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The test PostgreSQL's replica: `TEST_DATABASE_REPLICA` when set; else,
+/// on the private cluster, its replica, started on first use.
+fn pg_replica_discovery() -> &'static Result<Option<PgReplica>, String> {
+    static REPLICA: OnceLock<Result<Option<PgReplica>, String>> = OnceLock::new();
+    REPLICA.get_or_init(|| {
+        let Some(admin) = pg_admin() else { return Ok(None) };
+        let script = repo_root().join("scripts/pg-cluster.sh");
+        let private_address = || -> Option<String> {
+            let out = Command::new(&script).arg("replica-address").output().ok().filter(|o| o.status.success())?;
+            Some(String::from_utf8(out.stdout).ok()?.trim().to_owned()).filter(|s| !s.is_empty())
+        };
+        let address = match std::env::var("TEST_DATABASE_REPLICA") {
+            Ok(address) if !address.is_empty() => address,
+            _ if std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) => return Ok(None),
+            _ => {
+                let out = Command::new(&script).arg("replica-start").output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "cannot start the private cluster's replica: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                private_address().ok_or("pg-cluster.sh replica-address printed nothing")?
+            }
+        };
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("TEST_DATABASE_REPLICA={address:?} is not host:port"))?;
+        let private = private_address().as_deref() == Some(address.as_str());
+        let admin = PgAdmin { host, port, ..admin.clone() };
+        Ok(Some(PgReplica { address, admin, private }))
+    })
+}
+
+/// The test PostgreSQL's replica, when there is one. Without it this prints
+/// a loud warning and returns `None`; under `CI=true` it fails the test.
+pub fn pg_replica() -> Option<&'static PgReplica> {
+    match pg_replica_discovery() {
+        Ok(Some(replica)) => return Some(replica),
+        Ok(None) => {}
+        Err(message) => fail(message.clone()),
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but no PostgreSQL replica is available: set TEST_DATABASE_REPLICA (host:port)");
+    }
+    eprintln!("\n!!! SKIPPED: no PostgreSQL replica (set TEST_DATABASE_REPLICA=host:port) !!!\n");
+    None
 }
 
 /// Whether PostgreSQL tests can run. Without PostgreSQL this prints a loud

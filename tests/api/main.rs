@@ -22,6 +22,7 @@ mod oauth;
 mod operations;
 mod pizza_versions;
 mod pizzas;
+mod replicas;
 mod seed;
 mod startup;
 mod tls;

@@ -33,6 +33,9 @@ fn each_invalid_value_stops_start_up_with_one_line_naming_it() {
         (&[("JWT_EXPIRATION", "-5")], "JWT_EXPIRATION"),
         (&[("BCRYPT_COST", "99")], "BCRYPT_COST"),
         (&[("APP_ENV", "production")], "JWT_SECRET"),
+        (&[("DB_READ_HOSTS", "replica:5432")], "DB_READ_HOSTS"),
+        (&[("DB_DRIVER", "postgres"), ("DB_PASSWORD", "x"), ("DB_READ_HOSTS", "replica:0")], "DB_READ_HOSTS"),
+        (&[("DB_DRIVER", "postgres"), ("DB_PASSWORD", "x"), ("DB_READ_MAX_LAG_MS", "-1")], "DB_READ_MAX_LAG_MS"),
     ];
     for (env, variable) in cases {
         let (status, output) = run_with(env);
