@@ -91,7 +91,9 @@
 #     within 1.5 s of the freeze and 200 within 2.0 s of the resume; every
 #     request that started more than 1.5 s after the freeze and before the
 #     resume is answered 503 within 100 ms (p99 and max reported); at least
-#     one request was out at the freeze; every request caught by the freeze
+#     one request was held by the freeze (took 1 s or more: one out at the
+#     signals may still finish before its backend stops, one sent just after
+#     is held instead); every request caught by the freeze
 #     (out at it, or sent in its first 1.5 s) was answered within the
 #     deadline, its watchdog's tick (0.1 s) and 0.9 s of slack: 7.0 s, well
 #     before the resume. Reports pizza_api_db_statements_cut_total.

@@ -959,8 +959,13 @@ def pg_frozen(run):
                        f"last ended {max(r.ended for r in group) - m['frozen']:.2f} s after the freeze")
         else:
             run.figure(f"{what}: none")
-    if not at:
-        run.check(False, "no request was in flight at the freeze")
+    # At least one request must really have been held by the frozen server
+    # (else this run did not exercise the deadline). Which one is chance:
+    # one out when the signals went out may finish before its backend is
+    # stopped (stopping 20 processes takes a few ms), one sent just after
+    # is caught instead.
+    if not any(r.took >= 1.0 for r in caught):
+        run.check(False, "no request was held by the freeze (none took 1 s or more)")
     late = [r for r in caught if r.took > limit]
     run.check(not late, f"{len(late)} request(s) caught by the freeze took more than {limit:.1f} s "
                         f"({counts(str(r.outcome) for r in late)}; longest {max((r.took for r in late), default=0):.2f} s)")
