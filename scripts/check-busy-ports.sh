@@ -80,7 +80,9 @@ expect_taken() {
 #    unless something already holds it.
 DEFAULT_PORT=${PIZZA_PG_TEST_PORT:-55433}
 held=$(listen 127.0.0.1 "$DEFAULT_PORT")
-expect_taken "$DEFAULT_PORT" "127.0.0.1:$DEFAULT_PORT ${held:+held by a dummy listener}${held:-already held by another process}"
+holder="already held by another process"
+[[ -z "$held" ]] || holder="held by a dummy listener"
+expect_taken "$DEFAULT_PORT" "127.0.0.1:$DEFAULT_PORT $holder"
 
 # 2. Only 127.0.0.2 taken: a server that bound 127.0.0.1 alone would pass a
 #    naive check.

@@ -182,6 +182,28 @@ server_options() {
   echo "-c max_connections=300 $durability $tls"
 }
 
+# run_server BIN DATA LOG SOCKET_DIR PORT ADDRESSES CHECK WHAT
+# Starts the server of DATA with the shared options, then runs CHECK: a
+# server binds what it can (one taken address is only a warning in its log),
+# so the ports are checked again by asking who answers on them; when CHECK
+# fails the server is stopped and the script exits with CHECK's status.
+run_server() {
+  local bin=$1 data=$2 log=$3 sockets=$4 port=$5 addresses=$6 check=$7 what=$8
+  local options
+  options=$(server_options)
+  touch "$log"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$log"; fi
+  as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
+    -o "-p $port -c listen_addresses=$addresses -c unix_socket_directories=$sockets $options" \
+    start >/dev/null || { tail -n 30 "$log" >&2; die "$what did not start"; }
+  local owned=0
+  ("$check") || owned=$?
+  if ((owned != 0)); then
+    as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    exit "$owned"
+  fi
+}
+
 start() {
   local bin
   bin=$(find_bin) || { install_postgres && bin=$(find_bin); } || die "PostgreSQL server binaries not found (set PG_BIN)"
@@ -208,21 +230,7 @@ start() {
       -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
     if [[ $(id -u) -eq 0 ]]; then chown root "$PWFILE"; fi
   fi
-  local options
-  options=$(server_options)
-  touch "$LOG"
-  if [[ $(id -u) -eq 0 ]]; then chown postgres "$LOG"; fi
-  as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
-    -o "-p $PORT -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories=$DIR $options" \
-    start >/dev/null || { tail -n 30 "$LOG" >&2; die "the server did not start"; }
-  # A server binds what it can: one taken address is only a warning in its
-  # log, so the ports are checked again by asking who answers on them.
-  local owned=0
-  (check_ownership) || owned=$?
-  if ((owned != 0)); then
-    as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
-    exit "$owned"
-  fi
+  run_server "$bin" "$DATA" "$LOG" "$DIR" "$PORT" 127.0.0.1,127.0.0.2 check_ownership "the server"
   say "running on 127.0.0.1:$PORT and 127.0.0.2:$PORT ($DIR)"
 }
 
@@ -279,19 +287,8 @@ replica_start() {
       -h 127.0.0.1 -p "$PORT" -U postgres -D "$REPLICA_DATA" -R -X stream -c fast -w \
       >"$REPLICA_DIR/basebackup.log" 2>&1 || { cat "$REPLICA_DIR/basebackup.log" >&2; die "pg_basebackup failed"; }
   fi
-  local options
-  options=$(server_options)
-  touch "$REPLICA_LOG"
-  if [[ $(id -u) -eq 0 ]]; then chown postgres "$REPLICA_LOG"; fi
-  as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" -l "$REPLICA_LOG" -w -t 60 \
-    -o "-p $REPLICA_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$REPLICA_DIR $options" \
-    start >/dev/null || { tail -n 30 "$REPLICA_LOG" >&2; die "the replica did not start"; }
-  local owned=0
-  (check_replica_ownership) || owned=$?
-  if ((owned != 0)); then
-    as_owner "$bin/pg_ctl" -D "$REPLICA_DATA" -m fast -w stop >/dev/null 2>&1 || true
-    exit "$owned"
-  fi
+  run_server "$bin" "$REPLICA_DATA" "$REPLICA_LOG" "$REPLICA_DIR" "$REPLICA_PORT" 127.0.0.1 \
+    check_replica_ownership "the replica"
   say "replica running on 127.0.0.1:$REPLICA_PORT ($REPLICA_DIR), streaming from 127.0.0.1:$PORT"
 }
 
