@@ -209,13 +209,16 @@ fn cut_if_due(slot: &Slot, now: Instant) {
     if due > now {
         return;
     }
+    // Marked before the socket is shut down, under the lock: the statement
+    // ends as soon as it is, and `Watch::run` takes this lock before
+    // returning, so whoever looks at `was_cut` after the statement sees it.
+    slot.cut.store(true, Ordering::Relaxed);
     // SAFETY: a plain system call on a descriptor number. The connection
     // owning `fd` forgets it (under this lock) before closing it, so while
     // the lock is held `fd` is still that connection's socket.
     let done = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0;
     state.due = None;
     drop(state);
-    slot.cut.store(true, Ordering::Relaxed);
     crate::metrics::DB_STATEMENTS_CUT.fetch_add(1, Ordering::Relaxed);
     let how = if done { "closed" } else { "closed (it was already)" };
     log::warn!("a database statement ran past its client-side deadline: its connection was {how}");
