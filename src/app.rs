@@ -18,7 +18,7 @@ use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
 use crate::db::health::{DbHealth, PROBE_CONNECTION_WAIT};
 use crate::db::replicas::Replicas;
-use crate::db::{self, Db, DbError};
+use crate::db::{self, Db, DbError, HealthCheck};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
 use crate::metrics::{self, Metrics};
 use crate::seed::{self, SeedError};
@@ -166,7 +166,8 @@ impl Application {
         // The prober holds the state weakly, so the pools still close when
         // the service stops.
         let probed = Arc::downgrade(&state);
-        DbHealth::start_prober(db_health, move || Some(probed.upgrade()?.db.ping(PROBE_CONNECTION_WAIT)))
+        let check = HealthCheck::open(&state.config.database, &state.config.pool)?;
+        DbHealth::start_prober(db_health, move || Some(check.ping(&probed.upgrade()?.db, PROBE_CONNECTION_WAIT)))
             .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
         state.replicas.start_checks().map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
         start_revocation_sync(Arc::downgrade(&state))

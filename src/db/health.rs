@@ -10,7 +10,7 @@
 //! sent only when the stuck one returns, so pings never pile up.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,9 +19,14 @@ use super::DbError;
 
 /// How often the database is checked.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a check waits for a pooled connection: a server that refuses
-/// connections is noticed this fast.
-pub const PROBE_CONNECTION_WAIT: Duration = Duration::from_millis(300);
+/// How long a check waits for its connection while the pool opens one
+/// (after a restart the old one is dead, and a new one needs a TCP and TLS
+/// handshake and authentication: slow on a busy machine). An
+/// attempt that fails ends the wait at once ([`CONNECT_FAILURES`]), so a
+/// server that refuses connections is noticed in milliseconds all the same.
+/// Below [`PROBE_TIMEOUT`], so a connect slower than this is one error (the
+/// second check, at once, waits again) rather than no answer.
+pub const PROBE_CONNECTION_WAIT: Duration = Duration::from_millis(700);
 /// How long one check may take before the database counts as not answering:
 /// long enough that a busy machine does not open the breaker by mistake.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -31,6 +36,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// connection, so such waits end at once when the breaker opens (a process
 /// serves one database).
 pub(crate) static BREAKER: AtomicBool = AtomicBool::new(false);
+
+/// Failed attempts of the health check's pool to open a connection, counted
+/// by the pool's error handler. The check's wait for a connection ends when
+/// this moves.
+pub(crate) static CONNECT_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// The state of the database as last seen.
 pub struct DbHealth {

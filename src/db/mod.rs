@@ -362,7 +362,10 @@ impl Db {
         let first = manager.connect().map_err(|e| DbError::Unavailable(describe(&e)))?;
         first.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         drop(first);
-        let pool = r2d2::Pool::builder().max_size(1).error_handler(Box::new(QuietPoolErrors)).build_unchecked(manager);
+        let pool = r2d2::Pool::builder()
+            .max_size(1)
+            .error_handler(Box::new(QuietPoolErrors::Uncounted))
+            .build_unchecked(manager);
         Ok(Db::Sqlite(SqliteDb { pool, write_lock: Mutex::new(()), path: path.to_owned(), file_id: FileId::of(path) }))
     }
 
@@ -382,49 +385,89 @@ impl Db {
             Db::Postgres(_) => "postgres",
         }
     }
+}
 
-    /// Checks that the database answers a query, waiting at most `wait` for a
-    /// connection. On PostgreSQL a connection found dead (the server restarted)
-    /// is dropped and the check tried again on a fresh one, so one stale
-    /// connection does not make a healthy server look down.
-    pub fn ping(&self, wait: Duration) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(sqlite) => {
+/// The `application_name` of the health check's PostgreSQL connection.
+const HEALTH_CHECK_APPLICATION_NAME: &str = "pizza-api-health";
+
+/// The health check's way to the database. On PostgreSQL a connection of
+/// its own (`application_name` `pizza-api-health`): requests holding every
+/// pooled connection cannot make a working database look down, and when
+/// the server drops every connection the check waits for a new connection
+/// of its own, not for one that requests take first. On SQLite the
+/// service's pool (a connection there is a file handle, opened at once).
+pub struct HealthCheck(Option<PgPool>);
+
+impl HealthCheck {
+    /// Connects to nothing yet: the pool opens its connection in the
+    /// background.
+    pub fn open(config: &DatabaseConfig, pool: &PoolConfig) -> Result<HealthCheck, DbError> {
+        let DatabaseConfig::Postgres(pg) = config else { return Ok(HealthCheck(None)) };
+        let tls = tls::connector(pg.sslmode, pg.root_cert.as_deref()).map_err(DbError::Unavailable)?;
+        let mut settings = pg_config(pg, pool);
+        settings.host(&pg.host).port(pg.port).application_name(HEALTH_CHECK_APPLICATION_NAME);
+        let manager = PgManager(PostgresConnectionManager::new(settings, tls), deadline::limit(pool.statement_timeout));
+        // The acquire timeout only paces r2d2's attempts to reconnect (a
+        // pause that doubles up to half of it); each check names its wait.
+        let one = PoolConfig { max_open: 1, max_idle: 1, acquire_timeout: Duration::from_secs(1), ..pool.clone() };
+        Ok(HealthCheck(Some(build_pool(manager, &one, QuietPoolErrors::Counted))))
+    }
+
+    /// Checks that `db` answers a query, waiting at most `wait` for a
+    /// connection while one opens (a failed attempt to open one ends the
+    /// wait at once). On PostgreSQL a connection found dead (the server
+    /// restarted) is dropped and the check tried again on a fresh one, so a
+    /// stale connection does not make a healthy server look down.
+    pub fn ping(&self, db: &Db, wait: Duration) -> Result<(), DbError> {
+        match (db, &self.0) {
+            (Db::Sqlite(sqlite), _) => {
                 sqlite.check_file()?;
-                let conn = sqlite.pool.get_timeout(wait)?;
+                let conn = acquire(&sqlite.pool, wait, Breaker::Check)?;
                 conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
                 Ok(())
             }
-            Db::Postgres(pool) => pg_repeatable(pool, wait, Breaker::Ignore, PgConn::check),
+            (Db::Postgres(_), Some(own)) => pg_repeatable(own, wait, Breaker::Check, PgConn::check),
+            (Db::Postgres(pool), None) => pg_repeatable(pool, wait, Breaker::Check, PgConn::check),
         }
     }
 }
 
-/// Whether a wait for a connection gives up when the circuit breaker opens:
-/// requests do; the health check, which closes the breaker, must not.
+/// What, besides its limit, ends a wait for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breaker {
+    /// Requests: the circuit breaker opening (they get a 503 at once).
     Respect,
+    /// The health check, which closes the breaker and so must not wait on
+    /// it: a failed attempt of the pool to open a connection (the server
+    /// refuses), while a connect that is merely slow is waited for.
+    Check,
+    /// Tools that run without a health check (copies, backups): nothing.
     Ignore,
 }
 
 /// A pooled connection within `wait`, in short steps so that the wait ends
-/// at once, with a 503, when the circuit breaker opens meanwhile.
+/// at once when the circuit breaker opens meanwhile, or for the health check
+/// when opening a connection fails.
 pub(crate) fn acquire<M: ManageConnection>(
     pool: &r2d2::Pool<M>,
     wait: Duration,
     breaker: Breaker,
 ) -> Result<r2d2::PooledConnection<M>, DbError> {
+    use std::sync::atomic::Ordering::Relaxed;
     const STEP: Duration = Duration::from_millis(50);
     let deadline = std::time::Instant::now() + wait;
+    let failures = health::CONNECT_FAILURES.load(Relaxed);
     loop {
-        if breaker == Breaker::Respect && health::BREAKER.load(std::sync::atomic::Ordering::Relaxed) {
+        if breaker == Breaker::Respect && health::BREAKER.load(Relaxed) {
             return Err(DbError::Unavailable("the database is known down (circuit breaker open)".into()));
         }
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
         match pool.get_timeout(remaining.min(STEP).max(Duration::from_millis(1))) {
             Ok(conn) => return Ok(conn),
             Err(err) if remaining <= STEP => return Err(err.into()),
+            Err(err) if breaker == Breaker::Check && health::CONNECT_FAILURES.load(Relaxed) != failures => {
+                return Err(DbError::Unavailable(format!("opening a database connection failed ({err})")));
+            }
             Err(_) => {}
         }
     }
@@ -526,7 +569,7 @@ fn open_sqlite(path: &Path, settings: &PoolConfig) -> Result<SqliteDb, String> {
     }
     drop(first);
     Ok(SqliteDb {
-        pool: build_pool(manager, settings),
+        pool: build_pool(manager, settings, QuietPoolErrors::Counted),
         write_lock: Mutex::new(()),
         path: path.to_owned(),
         file_id: FileId::of(path),
@@ -595,7 +638,7 @@ fn open_postgres(
     let mut first = manager.connect().map_err(|e| ConnectFailure::from_postgres(&e))?;
     first.simple_query("SELECT 1").map_err(|e| ConnectFailure::from_postgres(&e))?;
     drop(first);
-    Ok(build_pool(manager, pool))
+    Ok(build_pool(manager, pool, QuietPoolErrors::Uncounted))
 }
 
 /// The connection settings of every PostgreSQL pool, the primary's and each
@@ -622,7 +665,7 @@ fn pg_config(settings: &PostgresConfig, pool: &PoolConfig) -> postgres::Config {
     config
 }
 
-fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig) -> r2d2::Pool<M> {
+fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig, errors: QuietPoolErrors) -> r2d2::Pool<M> {
     r2d2::Pool::builder()
         .max_size(settings.max_open)
         .min_idle(Some(settings.max_idle))
@@ -635,16 +678,24 @@ fn build_pool<M: ManageConnection>(manager: M, settings: &PoolConfig) -> r2d2::P
         // r2d2 logs every failed attempt to open a connection at ERROR, many
         // a second while the database is down; the health check logs the
         // change of state once instead.
-        .error_handler(Box::new(QuietPoolErrors))
+        .error_handler(Box::new(errors))
         .build_unchecked(manager)
 }
 
-/// Failed connection attempts of a pool, logged at debug only.
-#[derive(Debug)]
-struct QuietPoolErrors;
+/// Failed connection attempts of a pool, logged at debug only; those of the
+/// pool the health check uses (the SQLite pool, the PostgreSQL check's own)
+/// counted in [`health::CONNECT_FAILURES`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum QuietPoolErrors {
+    Counted,
+    Uncounted,
+}
 
 impl<E: fmt::Display> r2d2::HandleError<E> for QuietPoolErrors {
     fn handle_error(&self, error: E) {
+        if let QuietPoolErrors::Counted = self {
+            health::CONNECT_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         log::debug!("the pool could not open a connection: {error}");
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::exec::{self, Access, Exec, Row, Statement, Value};
-use super::{Db, DbError, PgConn, PgManager, PgPool, build_pool, deadline, pg_config, tls};
+use super::{Db, DbError, PgConn, PgManager, PgPool, QuietPoolErrors, build_pool, deadline, pg_config, tls};
 use crate::config::{DatabaseConfig, PoolConfig};
 
 /// How often each replica is checked.
@@ -352,6 +352,7 @@ impl Replicas {
                     deadline::limit(pool.statement_timeout),
                 ),
                 sizes,
+                QuietPoolErrors::Uncounted,
             )
         };
         let primary = open(&pg.host, pg.port, &one, CHECK_APPLICATION_NAME);

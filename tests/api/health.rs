@@ -1,9 +1,14 @@
 //! `GET /health` and `GET /livez`.
 
-use std::time::Duration;
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, TestDb, TestResponse, postgres_available, spawn_app_with};
+use crate::helpers::{Backend, TestApp, TestDb, TestResponse, postgres_available, spawn_app_with, spawn_on};
 
 fn assert_rfc3339_utc(value: &serde_json::Value) {
     let text = value.as_str().expect("timestamp is a string");
@@ -183,3 +188,96 @@ both_backends!(
         assert_eq!(token.status, 200, "{}", token.body);
     }
 );
+
+/// A TCP proxy in front of the test PostgreSQL that holds each new
+/// connection for a while before passing it through, as a connect on a
+/// busy machine (TCP, TLS, authentication) can take.
+struct SlowConnects {
+    port: u16,
+    delay_ms: Arc<AtomicU64>,
+}
+
+impl SlowConnects {
+    fn start(upstream: (String, u16)) -> SlowConnects {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = Arc::clone(&delay_ms);
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let held = Duration::from_millis(delay.load(Ordering::Relaxed));
+                let upstream = upstream.clone();
+                thread::spawn(move || {
+                    thread::sleep(held);
+                    if let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) {
+                        pipe(client, server);
+                    }
+                });
+            }
+        });
+        SlowConnects { port, delay_ms }
+    }
+
+    fn hold_new_connections(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Copies bytes both ways until either side closes.
+fn pipe(client: TcpStream, server: TcpStream) {
+    let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let upstream = thread::spawn(move || {
+        let _ = io::copy(&mut client_in, &mut server_out);
+        let _ = server_out.shutdown(Shutdown::Both);
+    });
+    let (mut server_in, mut client_out) = (server, client);
+    let _ = io::copy(&mut server_in, &mut client_out);
+    let _ = client_out.shutdown(Shutdown::Both);
+    let _ = upstream.join();
+}
+
+/// PostgreSQL only: after the server drops every connection, the new ones
+/// take 700 ms more than usual to open, as long as one check waits. The
+/// first check gives up on its connection, the second (at once) gets it: a
+/// slow connect is not taken for a database that is down (only a failed
+/// one is, at once), and requests that would be served are not refused.
+#[test]
+fn a_slow_reconnect_is_not_taken_for_a_database_that_is_down() {
+    if !postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let TestDb::Postgres { admin, .. } = &*db else { unreachable!() };
+    let proxy = SlowConnects::start((admin.host.clone(), admin.port));
+    let port = proxy.port.to_string();
+    let app = spawn_on(db, &[("DB_HOST", "127.0.0.1"), ("DB_PORT", &port), ("MAX_IDLE_CONNS", "4")]);
+    assert_eq!(app.get("/api/v1/public/pizzas/1").status, 200);
+    // The pool's idle connections all open, and none still opening (it
+    // would get through the drop and be found at once).
+    let open =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pizza-api'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.db.query_column(open)[0].as_deref().map_or(0, |n| n.parse::<u32>().unwrap()) < 4 {
+        assert!(Instant::now() < deadline, "the service never had its 4 idle connections open");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+
+    proxy.hold_new_connections(Duration::from_millis(700));
+    drop_connections(&app.db);
+    let started = Instant::now();
+    let read = app.get("/api/v1/public/pizzas/1");
+    let mut health = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        health.push(app.get("/health").status);
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    let log = app.log();
+    let said: Vec<&str> = log.lines().filter(|line| !line.contains("pizza_api::access")).collect();
+    let said = said.join("\n");
+    assert_eq!(read.status, 200, "{}\n{said}", read.body);
+    assert!(health.iter().all(|&status| status == 200), "/health answered {health:?}\n{said}");
+    assert_eq!(app.get("/api/v1/public/pizzas").status, 200);
+    assert!(!said.contains("database not answering"), "{said}");
+}
