@@ -16,7 +16,7 @@ use crate::auth::secrets::{self, BcryptPool, BcryptSlots, DummyHash};
 use crate::auth::users::UserDirectory;
 use crate::auth::{Auth, JwtKeys};
 use crate::config::Config;
-use crate::db::health::{DbHealth, PROBE_CONNECTION_WAIT};
+use crate::db::health::{CHECK_CONNECTING, DbHealth, PROBE_CONNECTION_WAIT};
 use crate::db::replicas::Replicas;
 use crate::db::{self, Db, DbError, HealthCheck};
 use crate::http::server::{self, HttpServer, StopHandle, StopReason};
@@ -167,8 +167,10 @@ impl Application {
         // the service stops.
         let probed = Arc::downgrade(&state);
         let check = HealthCheck::open(&state.config.database, &state.config.pool)?;
-        DbHealth::start_prober(db_health, move || Some(check.ping(&probed.upgrade()?.db, PROBE_CONNECTION_WAIT)))
-            .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
+        DbHealth::start_prober(db_health, &CHECK_CONNECTING, move || {
+            Some(check.ping(&probed.upgrade()?.db, PROBE_CONNECTION_WAIT))
+        })
+        .map_err(|cause| StartupError::Thread { name: "database prober", cause })?;
         state.replicas.start_checks().map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
         start_revocation_sync(Arc::downgrade(&state))
             .map_err(|cause| StartupError::Thread { name: "revocation sync", cause })?;

@@ -4,10 +4,12 @@
 //! instead of each waiting out its own timeout (a circuit breaker).
 //!
 //! The prober asks a separate ping thread to check the database every
-//! [`PROBE_INTERVAL`] and waits at most [`PROBE_TIMEOUT`] for the answer. A
-//! ping that does not come back in time (a server stopped with SIGSTOP, a
-//! network that drops packets) counts as a failure at once; the next ping is
-//! sent only when the stuck one returns, so pings never pile up.
+//! [`PROBE_INTERVAL`] and waits at most [`PROBE_TIMEOUT`] for the answer
+//! (not counting a wait for the check's connection to open, itself bounded
+//! by [`PROBE_CONNECTION_WAIT`]). A ping that does not come back in time (a
+//! server stopped with SIGSTOP, a network that drops packets) counts as a
+//! failure at once; the next ping is sent only when the stuck one returns,
+//! so pings never pile up.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,14 +23,17 @@ use super::DbError;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a check waits for its connection while the pool opens one
 /// (after a restart the old one is dead, and a new one needs a TCP and TLS
-/// handshake and authentication: slow on a busy machine). An
-/// attempt that fails ends the wait at once ([`CONNECT_FAILURES`]), so a
-/// server that refuses connections is noticed in milliseconds all the same.
-/// Below [`PROBE_TIMEOUT`], so a connect slower than this is one error (the
-/// second check, at once, waits again) rather than no answer.
-pub const PROBE_CONNECTION_WAIT: Duration = Duration::from_millis(700);
-/// How long one check may take before the database counts as not answering:
-/// long enough that a busy machine does not open the breaker by mistake.
+/// handshake and authentication: on a busy machine, with a debug build,
+/// that has taken 0.7 s). An attempt that fails ends the wait at once
+/// ([`CONNECT_FAILURES`]), so a server that refuses connections is noticed
+/// in milliseconds all the same; one still opening after this long (a
+/// server frozen mid-handshake) counts as an error, and the second check,
+/// at once, waits as long again. The wait does not count against
+/// [`PROBE_TIMEOUT`], which is for the query.
+pub const PROBE_CONNECTION_WAIT: Duration = Duration::from_millis(2000);
+/// How long one check's query may take (once it has its connection) before
+/// the database counts as not answering: long enough that a busy machine
+/// does not open the breaker by mistake.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The circuit breaker of this process's database: set while it is known
@@ -36,6 +41,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// connection, so such waits end at once when the breaker opens (a process
 /// serves one database).
 pub(crate) static BREAKER: AtomicBool = AtomicBool::new(false);
+
+/// Set while the health check waits for its connection to open (see
+/// [`PROBE_CONNECTION_WAIT`]): the prober does not count that time as the
+/// database not answering.
+pub(crate) static CHECK_CONNECTING: AtomicBool = AtomicBool::new(false);
 
 /// Failed attempts of the health check's pool to open a connection, counted
 /// by the pool's error handler. The check's wait for a connection ends when
@@ -151,9 +161,12 @@ impl DbHealth {
 
     /// Starts the prober: every [`PROBE_INTERVAL`] `ping` runs on a thread of
     /// its own and the outcome is recorded here, until `ping` returns `None`
-    /// (the database is gone: the service is stopping).
+    /// (the database is gone: the service is stopping). While `connecting`
+    /// is set, the ping is waiting for a connection (bounded by
+    /// [`PROBE_CONNECTION_WAIT`]), and its [`PROBE_TIMEOUT`] starts again.
     pub fn start_prober(
         health: std::sync::Arc<DbHealth>,
+        connecting: &'static AtomicBool,
         ping: impl Fn() -> Option<Result<(), DbError>> + Send + 'static,
     ) -> std::io::Result<()> {
         let (ask, asked) = mpsc::channel::<()>();
@@ -172,7 +185,7 @@ impl DbHealth {
                     return;
                 }
                 let started = Instant::now();
-                let failed = match answers.recv_timeout(PROBE_TIMEOUT) {
+                let failed = match wait_for_answer(&answers, connecting) {
                     Ok(result) => {
                         let failed = result.is_err();
                         health.record(result.map_err(|e| Failure::Error(e.to_string())));
@@ -215,6 +228,22 @@ impl Default for DbHealth {
     }
 }
 
+/// The ping's answer, or a timeout once its query (the time after it has a
+/// connection) has taken [`PROBE_TIMEOUT`].
+fn wait_for_answer<T>(answers: &mpsc::Receiver<T>, connecting: &AtomicBool) -> Result<T, RecvTimeoutError> {
+    const STEP: Duration = Duration::from_millis(50);
+    let mut deadline = Instant::now() + PROBE_TIMEOUT;
+    loop {
+        match answers.recv_timeout(STEP.min(deadline.saturating_duration_since(Instant::now()))) {
+            Err(RecvTimeoutError::Timeout) if connecting.load(Ordering::Relaxed) => {
+                deadline = Instant::now() + PROBE_TIMEOUT;
+            }
+            Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +276,7 @@ mod tests {
     fn a_ping_that_hangs_counts_as_down_within_the_timeout() {
         let health = Arc::new(isolated());
         let (release, released) = mpsc::channel::<()>();
-        DbHealth::start_prober(Arc::clone(&health), move || {
+        DbHealth::start_prober(Arc::clone(&health), not_connecting(), move || {
             let _ = released.recv_timeout(Duration::from_secs(3));
             Some(Ok(()))
         })
@@ -260,5 +289,37 @@ mod tests {
 
         assert!(while_hung, "a hung ping was not noticed");
         assert!(!health.is_down(), "the answer that finally came closed the breaker");
+    }
+
+    fn not_connecting() -> &'static AtomicBool {
+        Box::leak(Box::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn a_ping_waiting_for_its_connection_is_not_a_database_that_does_not_answer() {
+        let health = Arc::new(isolated());
+        let connecting = not_connecting();
+        let pings = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&pings);
+        // The first ping waits 1.5 s for its connection, then answers at once.
+        DbHealth::start_prober(Arc::clone(&health), connecting, move || {
+            if counted.fetch_add(1, Ordering::Relaxed) == 0 {
+                connecting.store(true, Ordering::Relaxed);
+                thread::sleep(PROBE_TIMEOUT + Duration::from_millis(500));
+                connecting.store(false, Ordering::Relaxed);
+            }
+            Some(Ok(()))
+        })
+        .unwrap();
+
+        let mut down = false;
+        let started = Instant::now();
+        while started.elapsed() < PROBE_TIMEOUT * 2 {
+            down |= health.is_down();
+            thread::sleep(Duration::from_millis(20));
+        }
+
+        assert!(!down, "the wait for a connection was taken for no answer");
+        assert!(pings.load(Ordering::Relaxed) >= 2, "the prober went on after the slow ping");
     }
 }

@@ -457,6 +457,7 @@ pub(crate) fn acquire<M: ManageConnection>(
     const STEP: Duration = Duration::from_millis(50);
     let deadline = std::time::Instant::now() + wait;
     let failures = health::CONNECT_FAILURES.load(Relaxed);
+    let _connecting = (breaker == Breaker::Check).then(Connecting::start);
     loop {
         if breaker == Breaker::Respect && health::BREAKER.load(Relaxed) {
             return Err(DbError::Unavailable("the database is known down (circuit breaker open)".into()));
@@ -466,10 +467,30 @@ pub(crate) fn acquire<M: ManageConnection>(
             Ok(conn) => return Ok(conn),
             Err(err) if remaining <= STEP => return Err(err.into()),
             Err(err) if breaker == Breaker::Check && health::CONNECT_FAILURES.load(Relaxed) != failures => {
-                return Err(DbError::Unavailable(format!("opening a database connection failed ({err})")));
+                // r2d2 says "timed out waiting for connection: <the attempt's error>".
+                let text = err.to_string();
+                let cause = text.split_once(": ").map_or("", |(_, cause)| cause);
+                return Err(DbError::Unavailable(format!("opening a database connection failed: {cause}")));
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Marks the health check as waiting for its connection while it lives
+/// ([`health::CHECK_CONNECTING`]).
+struct Connecting;
+
+impl Connecting {
+    fn start() -> Connecting {
+        health::CHECK_CONNECTING.store(true, std::sync::atomic::Ordering::Relaxed);
+        Connecting
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        health::CHECK_CONNECTING.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
