@@ -70,6 +70,45 @@ fn start_revocation_sync(state: Weak<AppState>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// SQLite: moves the names waiting on the name filter's backlog into its
+/// index every `name_backlog::INTERVAL`, a batch at a time (see
+/// `db::name_backlog`). Holds the state weakly, so it ends when the service
+/// stops. A failure is logged once (and again when it works): meanwhile the
+/// list reads the waiting names from the backlog, so answers stay right.
+fn start_name_backlog(state: Weak<AppState>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("name-backlog".into()).spawn(move || {
+        let mut failing = false;
+        loop {
+            std::thread::sleep(db::name_backlog::INTERVAL);
+            let Some(state) = state.upgrade() else { return };
+            if state.db_health.is_down() {
+                continue;
+            }
+            loop {
+                match db::name_backlog::move_batch(&state.db) {
+                    Ok(moved) => {
+                        if failing {
+                            failing = false;
+                            log::info!("name backlog: moving names into the index again");
+                        }
+                        if (moved as i64) < db::name_backlog::BATCH {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        if !failing {
+                            failing = true;
+                            log::warn!("name backlog: cannot move names into the index ({err}); the list reads them from the backlog meanwhile");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// Why the service could not start or stopped with an error.
 #[derive(Debug)]
 pub enum StartupError {
@@ -174,6 +213,10 @@ impl Application {
         state.replicas.start_checks().map_err(|cause| StartupError::Thread { name: "read replica check", cause })?;
         start_revocation_sync(Arc::downgrade(&state))
             .map_err(|cause| StartupError::Thread { name: "revocation sync", cause })?;
+        if db::name_backlog::applies_to(&state.db) {
+            start_name_backlog(Arc::downgrade(&state))
+                .map_err(|cause| StartupError::Thread { name: "name backlog", cause })?;
+        }
         let server = HttpServer::start(listener, Arc::clone(&state), workers)
             .map_err(|cause| StartupError::Thread { name: "HTTP worker", cause })?;
         let up = format!(

@@ -34,6 +34,11 @@ pub const SQLITE: &[Migration] = &[
         name: "0004_list_indexes.sql",
         sql: include_str!("../../sql/sqlite/0004_list_indexes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_name_backlog.sql",
+        sql: include_str!("../../sql/sqlite/0005_name_backlog.sql"),
+    },
 ];
 
 /// The PostgreSQL schema files, oldest first.
@@ -53,6 +58,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "0004_list_indexes.sql",
         sql: include_str!("../../sql/postgres/0004_list_indexes.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_name_backlog.sql",
+        sql: include_str!("../../sql/postgres/0005_name_backlog.sql"),
     },
 ];
 

@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod exec;
 pub mod health;
 pub mod migrate;
+pub mod name_backlog;
 pub mod replicas;
 pub mod tls;
 

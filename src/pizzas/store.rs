@@ -43,7 +43,10 @@ pub fn etag(id: i64, version: i64) -> String {
 /// PostgreSQL stores ingredients as `jsonb` and hands them over as text.
 macro_rules! pizza_columns {
     (sqlite) => {
-        "id, name, description, ingredients, price, created_by, created_at, updated_at, version"
+        concat!("id, ", pizza_columns!(sqlite_after_id))
+    };
+    (sqlite_after_id) => {
+        "name, description, ingredients, price, created_by, created_at, updated_at, version"
     };
     (postgres) => {
         "id, name, description, ingredients::text, price, created_by, created_at, updated_at, version"
@@ -107,6 +110,40 @@ macro_rules! page_and_seek {
             postgres: concat!("SELECT id", $postgres, " LIMIT 1 OFFSET $", $last),
         };
     };
+    // SQLite's name filter: the pizzas whose name is in the trigram index
+    // and those whose name waits on the backlog
+    // (sql/sqlite/0005_name_backlog.sql), merged by ID. Each part yields its
+    // IDs in order (the index by rowid, the backlog by its key, CROSS JOIN
+    // keeping it the outer loop), so the merge stops after the page.
+    ($page:ident, $seek:ident, $last:literal, sqlite indexed: $indexed:literal, waiting: $waiting:literal,
+     postgres: $postgres:literal) => {
+        const $page: Statement = Statement {
+            sqlite: concat!(
+                "SELECT pizza_name_trigrams.rowid, ",
+                pizza_columns!(sqlite_after_id),
+                $indexed,
+                " UNION ALL SELECT pizza_name_backlog.id, ",
+                pizza_columns!(sqlite_after_id),
+                $waiting,
+                " ORDER BY 1 LIMIT CAST($",
+                $last,
+                " AS INTEGER)"
+            ),
+            postgres: concat!("SELECT ", pizza_columns!(postgres), $postgres, " LIMIT $", $last),
+        };
+        const $seek: Statement = Statement {
+            sqlite: concat!(
+                "SELECT pizza_name_trigrams.rowid",
+                $indexed,
+                " UNION ALL SELECT pizza_name_backlog.id",
+                $waiting,
+                " ORDER BY 1 LIMIT 1 OFFSET CAST($",
+                $last,
+                " AS INTEGER)"
+            ),
+            postgres: concat!("SELECT id", $postgres, " LIMIT 1 OFFSET $", $last),
+        };
+    };
 }
 
 page_and_seek!(LIST_ALL, SEEK_ALL, 2,
@@ -121,25 +158,31 @@ page_and_seek!(LIST_BY_OWNER, SEEK_BY_OWNER, 3,
 
 // The name filter through the trigram index. SQLite: the FTS5 table
 // (sql/sqlite/0004_list_indexes.sql) yields candidate IDs in order from the
-// cursor, as a phrase query (the filter in double quotes, its own doubled);
-// instr then keeps exactly the names holding the filter. PostgreSQL: LIKE
-// with the filter's `\`, `%` and `_` escaped is the same literal substring
-// test, and pg_trgm's GIN index serves it.
+// cursor, as a phrase query (the filter in double quotes, its own doubled),
+// and the backlog the few not indexed yet; instr then keeps exactly the
+// names holding the filter. PostgreSQL: LIKE with the filter's `\`, `%` and
+// `_` escaped is the same literal substring test, and pg_trgm's GIN index
+// serves it.
 page_and_seek!(LIST_NAMED, SEEK_NAMED, 3,
-    sqlite: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
+    sqlite indexed: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
              WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' \
              AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 \
-             AND pizzas.deleted_at IS NULL ORDER BY pizza_name_trigrams.rowid", "pizzas.id",
+             AND pizzas.deleted_at IS NULL",
+    waiting: " FROM pizza_name_backlog CROSS JOIN pizzas ON pizzas.id = pizza_name_backlog.id \
+             WHERE pizza_name_backlog.id > $2 AND instr(pizzas.name_folded, $1) > 0 AND pizzas.deleted_at IS NULL",
     postgres: " FROM pizzas WHERE name_folded LIKE \
                '%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' \
                AND deleted_at IS NULL AND id > $2 ORDER BY id"
 );
 
 page_and_seek!(LIST_NAMED_BY_OWNER, SEEK_NAMED_BY_OWNER, 4,
-    sqlite: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
+    sqlite indexed: " FROM pizza_name_trigrams JOIN pizzas ON pizzas.id = pizza_name_trigrams.rowid \
              WHERE pizza_name_trigrams MATCH '\"' || replace($1, '\"', '\"\"') || '\"' \
              AND pizza_name_trigrams.rowid > $2 AND instr(pizzas.name_folded, $1) > 0 \
-             AND pizzas.deleted_at IS NULL AND pizzas.created_by = $3 ORDER BY pizza_name_trigrams.rowid", "pizzas.id",
+             AND pizzas.deleted_at IS NULL AND pizzas.created_by = $3",
+    waiting: " FROM pizza_name_backlog CROSS JOIN pizzas ON pizzas.id = pizza_name_backlog.id \
+             WHERE pizza_name_backlog.id > $2 AND instr(pizzas.name_folded, $1) > 0 AND pizzas.deleted_at IS NULL \
+             AND pizzas.created_by = $3",
     postgres: " FROM pizzas WHERE name_folded LIKE \
                '%' || replace(replace(replace($1::text, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' \
                AND deleted_at IS NULL AND id > $2 AND created_by = $3 ORDER BY id"
@@ -512,6 +555,12 @@ mod tests {
                         plan.iter().any(|s| s.contains("VIRTUAL TABLE INDEX") && s.contains(":M")),
                         "{name}\n{text}"
                     );
+                    // The backlog is read from the cursor by its key.
+                    assert!(
+                        plan.iter()
+                            .any(|s| s.starts_with("SEARCH pizza_name_backlog USING INTEGER PRIMARY KEY (rowid>?)")),
+                        "{name}\n{text}"
+                    );
                 }
                 // Only a bounded scan may sort: the matches of its window.
                 if !name.starts_with("scanned") {
@@ -521,23 +570,62 @@ mod tests {
         }
     }
 
+    /// Moves the names of pizzas up to `last` from the backlog into the index.
+    fn move_backlog(conn: &rusqlite::Connection, last: i64) {
+        use crate::db::name_backlog::{CLEAR, INDEX_NAMES};
+        conn.execute(INDEX_NAMES.sqlite, [last]).unwrap();
+        conn.execute(CLEAR.sqlite, [last]).unwrap();
+    }
+
     #[test]
-    fn the_sqlite_name_index_follows_inserts_renames_and_deletes() {
+    fn the_sqlite_name_filter_finds_every_name_waiting_or_indexed_through_renames_and_deletes() {
         let conn = sqlite_with_pizzas(20);
-        conn.execute_batch(
-            "UPDATE pizzas SET name_folded = 'quattro \"formaggi\" 100%' WHERE id = 3; DELETE FROM pizzas WHERE id = 4;",
-        )
-        .unwrap();
         let find = |filter: &str| -> Vec<i64> {
             let mut stmt = conn.prepare(LIST_NAMED.sqlite).unwrap();
             let params: [Value<'_>; 3] = [filter.into(), 0.into(), 100.into()];
             stmt.query_map(rusqlite::params_from_iter(params), |row| row.get(0)).unwrap().map(Result::unwrap).collect()
         };
+        let seek = |filter: &str, offset: i64| -> Option<i64> {
+            let mut stmt = conn.prepare(SEEK_NAMED.sqlite).unwrap();
+            let params: [Value<'_>; 3] = [filter.into(), 0.into(), offset.into()];
+            stmt.query_map(rusqlite::params_from_iter(params), |row| row.get(0)).unwrap().map(Result::unwrap).next()
+        };
+        let waiting =
+            || -> i64 { conn.query_row("SELECT count(*) FROM pizza_name_backlog", [], |r| r.get(0)).unwrap() };
+        let live_ones = vec![1, 11, 12, 13, 14, 15, 16, 17, 18, 19];
 
-        assert_eq!(find("za 1"), vec![1, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
-        assert_eq!(find("\"formaggi\" 100%"), vec![3]);
-        assert_eq!(find("za 3"), Vec::<i64>::new(), "the old name is gone from the index");
-        assert_eq!(find("za 4"), Vec::<i64>::new());
+        // Every new name waits on the backlog, and is found there.
+        assert_eq!(waiting(), 20);
+        assert_eq!(find("za 1"), live_ones);
+        // Half moved into the index: the two parts merge in ID order.
+        move_backlog(&conn, 10);
+        assert_eq!(waiting(), 10);
+        assert_eq!(find("za 1"), live_ones);
+        assert_eq!(seek("za 1", 1), Some(11), "the offset runs across both parts");
+        assert_eq!(seek("za 1", 9), Some(19));
+        assert_eq!(seek("za 1", 10), None);
+
+        // Renamed and deleted, indexed (3, 4) and waiting (13, 14).
+        conn.execute_batch(
+            "UPDATE pizzas SET name_folded = 'quattro \"formaggi\" 100%' WHERE id IN (3, 13); \
+             DELETE FROM pizzas WHERE id IN (4, 14);",
+        )
+        .unwrap();
+        let renamed_and_deleted = |when: &str| {
+            assert_eq!(find("za 1"), vec![1, 11, 12, 15, 16, 17, 18, 19], "{when}");
+            assert_eq!(find("\"formaggi\" 100%"), vec![3, 13], "{when}");
+            assert_eq!(find("za 3"), Vec::<i64>::new(), "{when}: the old name is gone");
+            assert_eq!(find("za 4"), Vec::<i64>::new(), "{when}");
+        };
+        renamed_and_deleted("before the move");
+        move_backlog(&conn, 20);
+        assert_eq!(waiting(), 0);
+        renamed_and_deleted("after the move");
+
+        // The index holds exactly the names of the pizzas ('integrity-check'
+        // with rank 1 compares it with the content table).
+        conn.execute("INSERT INTO pizza_name_trigrams (pizza_name_trigrams, rank) VALUES ('integrity-check', 1)", [])
+            .unwrap();
         let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
         assert_eq!(integrity, "ok");
     }

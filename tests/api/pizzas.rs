@@ -499,6 +499,48 @@ both_backends!(
 );
 
 both_backends!(
+    fn the_name_filter_finds_a_written_name_at_once_and_a_replaced_one_no_more(backend) {
+        let app = spawn_app(backend);
+        let token = app.admin_token();
+        let find = |query: &str| names(&app.get(&format!("/api/v1/public/pizzas?name={query}")).json());
+        let quattro = |range: std::ops::Range<i32>| range.map(|i| format!("Quattro {i:02}")).collect::<Vec<_>>();
+
+        // Each looked for the moment its create is acknowledged (on SQLite
+        // its name is then on the backlog, not yet in the trigram index).
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(create(&app, &token, json!({"name": format!("Quattro {i:02}"), "price": 1}))["id"].as_i64().unwrap());
+            assert_eq!(find(&format!("quattro%20{i:02}")), quattro(i..i + 1));
+        }
+        let renamed = app.authed("PUT", &format!("/api/v1/pizzas/{}", ids[7]), &token, Some(&json!({"name": "Tonno", "price": 1})));
+        assert_eq!(renamed.status, 200, "{}", renamed.body);
+        let deleted = app.authed("DELETE", &format!("/api/v1/pizzas/{}", ids[8]), &token, None);
+        assert_eq!(deleted.status, 204, "{}", deleted.body);
+
+        let expected: Vec<String> = quattro(0..20).into_iter().filter(|n| n != "Quattro 07" && n != "Quattro 08").collect();
+        let answers = |when: &str| {
+            assert_eq!(find("quattro"), expected, "{when}");
+            assert_eq!(find("quattro%2007"), Vec::<String>::new(), "{when}: the old name is gone");
+            assert_eq!(find("tonno"), vec!["Tonno"], "{when}");
+            assert_eq!(find("quattro&offset=10"), expected[10..], "{when}");
+            let page = app.get("/api/v1/public/pizzas?name=quattro&limit=5");
+            let next = next_path(&page).unwrap();
+            assert_eq!(names(&app.get(&next).json()), expected[5..10], "{when}: the cursor's page");
+        };
+        answers("just written");
+        if backend == Backend::Sqlite {
+            // Moved into the index by the service within its interval.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while app.db.query_i64("SELECT count(*) FROM pizza_name_backlog") > 0 {
+                assert!(std::time::Instant::now() < deadline, "the name backlog was never moved into the index");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            answers("once indexed");
+        }
+    }
+);
+
+both_backends!(
     fn the_created_by_filter_and_name_combine(backend) {
         let app = spawn_app(backend);
         let user = app.user_token();

@@ -139,7 +139,7 @@ both_backends!(
         assert_eq!(db.query_i64("SELECT count(*) FROM oauth_clients WHERE id = 'admin-client'"), 1);
         assert_eq!(db.query_i64("SELECT count(*) FROM pizzas"), 3);
         assert_eq!(db.query_i64("SELECT count(*) FROM users"), 2);
-        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 4);
+        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 5);
         for app in &apps {
             app.token_for(("admin-client", "concurrent-bootstrap-secret"));
         }

@@ -150,9 +150,9 @@ both_backends!(
         let first = spawn_on(db.clone(), &[]).kill();
         let second = spawn_on(db.clone(), &[]).kill();
 
-        assert!(first.contains("schema: applied 0001_initial.sql, 0002_credentials.sql, 0003_idempotency.sql, 0004_list_indexes.sql"), "{first}");
+        assert!(first.contains("schema: applied 0001_initial.sql, 0002_credentials.sql, 0003_idempotency.sql, 0004_list_indexes.sql, 0005_name_backlog.sql"), "{first}");
         assert!(second.contains("schema is up to date"), "{second}");
-        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 4);
+        assert_eq!(db.query_i64("SELECT count(*) FROM schema_migrations"), 5);
     }
 );
 

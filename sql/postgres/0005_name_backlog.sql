@@ -1,0 +1,9 @@
+-- pizza-api schema, version 5, PostgreSQL dialect: nothing to change.
+--
+-- Version 5 of the SQLite dialect moves new names into its trigram index in
+-- batches, off the request. PostgreSQL's pg_trgm GIN index of 0004 already
+-- does so by itself (fastupdate, on by default: new entries go to a pending
+-- list that is merged into the index in bulk, and searches read the list
+-- too). The file exists so both dialects share one schema version, which
+-- backups record and restores into either database check. Never edit this
+-- file after it has shipped: add 0006_<what>.sql instead.
