@@ -427,8 +427,9 @@ impl HealthCheck {
                 conn.prepare_cached("SELECT count(*) FROM schema_migrations")?.query_row([], |_| Ok(()))?;
                 Ok(())
             }
-            (Db::Postgres(_), Some(own)) => pg_repeatable(own, wait, Breaker::Check, PgConn::check),
-            (Db::Postgres(pool), None) => pg_repeatable(pool, wait, Breaker::Check, PgConn::check),
+            (Db::Postgres(pool), own) => {
+                pg_repeatable(own.as_ref().unwrap_or(pool), wait, Breaker::Check, PgConn::check)
+            }
         }
     }
 }
